@@ -1,0 +1,289 @@
+"""Settings for the Gmail mirror: one module, every knob from the environment.
+
+Every variable is listed with its default and meaning in `.env.example`. Defaults
+give the embedded set-up (SQLite, the Django-Q2 ORM broker, DEBUG on) so that
+`make demo` and `make test` need nothing installed; production sets DEBUG=False,
+SECRET_KEY, DATABASE_URL (PostgreSQL) and REDIS_URL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A local .env (see .env.example) is read if present; real environment variables win.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def _url_setting(name: str, schemes: tuple[str, ...], default: str = "") -> str:
+    """Read an URL variable and fail at start, naming it, when it is malformed."""
+    value = env.str(name, default=default).strip()
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not (parts.netloc or parts.path):
+            raise ImproperlyConfigured(
+                f"{name}={value!r} is not a valid URL (expected {' or '.join(schemes)})"
+            )
+    return value
+
+
+def _bool_setting(name: str, default: bool) -> bool:
+    raw = env.str(name, default=str(default)).strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off", ""):
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def _int_setting(name: str, default: int, minimum: int = 0) -> int:
+    raw = env.str(name, default=str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _required(name: str, value: str) -> str:
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set (see .env.example)")
+    return value
+
+
+# --- Core -------------------------------------------------------------------
+# DEBUG defaults to on so that a fresh clone runs without configuration (as
+# healthchecks does); production must say DEBUG=False, which makes SECRET_KEY
+# and the Google credentials required.
+DEBUG = _bool_setting("DEBUG", True)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        _required("SECRET_KEY", SECRET_KEY)
+    SECRET_KEY = "insecure-development-key-never-use-in-production"  # noqa: S105 (DEBUG only)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.sites",
+    "django.contrib.humanize",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.google",
+    "django_q",
+    "accounts",
+    "mailsync",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------
+DATABASE_URL = _url_setting(
+    "DATABASE_URL",
+    ("sqlite", "postgres", "postgresql", "pgsql"),
+    default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+)
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several qcluster worker processes share the file: WAL lets readers run beside
+    # the writer, IMMEDIATE takes the write lock at BEGIN (no upgrade deadlocks),
+    # and the timeout waits for the lock instead of failing with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    # Tests that start real workers need a test database other processes can open.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = _int_setting("CONN_MAX_AGE", 60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+
+# --- Redis (optional): broker, cache and the shared quota budget --------------
+REDIS_URL = _url_setting("REDIS_URL", ("redis", "rediss", "unix"))
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Django-Q2 ----------------------------------------------------------------
+# Every task is one bounded step (one page, one batch) that finishes in seconds;
+# the longest legitimate run is a batch that waits for quota and backs off, which
+# MAILSYNC_TASK_MAX_SECONDS bounds. Hence:
+# - timeout: kill a task that runs past that bound (a hung connection);
+# - retry: the ORM broker re-delivers an unacknowledged task after `retry` seconds,
+#   so it must exceed the longest run (timeout), or a slow task would run twice at once;
+# - max_attempts: a task that keeps failing stops being re-delivered; the watchdog
+#   re-enqueues remaining work from the database, which is the truth, not the broker;
+# - catch_up=False: after downtime a schedule runs once, not once per missed slot.
+MAILSYNC_TASK_MAX_SECONDS = _int_setting("MAILSYNC_TASK_MAX_SECONDS", 120, minimum=10)
+Q_CLUSTER = {
+    "name": env.str("Q_CLUSTER_NAME", default="mailsync"),
+    "workers": _int_setting("Q_WORKERS", 4, minimum=1),
+    "timeout": MAILSYNC_TASK_MAX_SECONDS,
+    "retry": MAILSYNC_TASK_MAX_SECONDS + 60,
+    "max_attempts": 3,
+    "catch_up": False,
+    "ack_failures": True,
+    "save_limit": 1000,
+    # Workers keep the memory they grew to: recycle them now and then.
+    "recycle": 500,
+    "max_rss": 400_000,
+    "poll": 0.2,
+    "label": "Django Q2",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Google / Gmail -------------------------------------------------------------
+# With GMAIL_EMULATOR_URL set, every Google URL the app uses points at the local
+# emulator (gmail_emulator/), whose default client id and secret are these.
+GMAIL_EMULATOR_URL = _url_setting("GMAIL_EMULATOR_URL", ("http", "https"))
+if GMAIL_EMULATOR_URL and not GMAIL_EMULATOR_URL.endswith("/"):
+    GMAIL_EMULATOR_URL += "/"
+_EMULATOR_CLIENT_ID = "emulator-client-id.apps.googleusercontent.com"
+_EMULATOR_CLIENT_SECRET = "emulator-secret"  # noqa: S105 (public, emulator only)
+GOOGLE_CLIENT_ID = env.str(
+    "GOOGLE_CLIENT_ID", default=_EMULATOR_CLIENT_ID if GMAIL_EMULATOR_URL else ""
+)
+GOOGLE_CLIENT_SECRET = env.str(
+    "GOOGLE_CLIENT_SECRET", default=_EMULATOR_CLIENT_SECRET if GMAIL_EMULATOR_URL else ""
+)
+if not DEBUG:
+    _required("GOOGLE_CLIENT_ID", GOOGLE_CLIENT_ID)
+    _required("GOOGLE_CLIENT_SECRET", GOOGLE_CLIENT_SECRET)
+
+GOOGLE_API_ROOT = GMAIL_EMULATOR_URL or "https://gmail.googleapis.com/"
+GOOGLE_TOKEN_URL = (
+    f"{GMAIL_EMULATOR_URL}token" if GMAIL_EMULATOR_URL else "https://oauth2.googleapis.com/token"
+)
+GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail.readonly"
+
+# --- Sign in with Google (django-allauth) ---------------------------------------
+SITE_ID = 1
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*"]
+ACCOUNT_EMAIL_VERIFICATION = "none"
+SOCIALACCOUNT_STORE_TOKENS = True  # without it allauth keeps no token at all
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_ADAPTER = "accounts.adapter.SocialAccountAdapter"
+_google_provider: dict = {
+    "APP": {"client_id": GOOGLE_CLIENT_ID, "secret": GOOGLE_CLIENT_SECRET},
+    "SCOPE": ["profile", "email", GMAIL_SCOPE],
+    # offline + consent: Google issues a refresh token, on every sign-in.
+    "AUTH_PARAMS": {"access_type": "offline", "prompt": "consent"},
+    "OAUTH_PKCE_ENABLED": True,
+}
+if GMAIL_EMULATOR_URL:
+    # Read by allauth when its Google views are imported: must be here, not later.
+    _google_provider.update(
+        AUTHORIZE_URL=f"{GMAIL_EMULATOR_URL}o/oauth2/v2/auth",
+        ACCESS_TOKEN_URL=GOOGLE_TOKEN_URL,
+        IDENTITY_URL=f"{GMAIL_EMULATOR_URL}oauth2/v2/userinfo",
+    )
+SOCIALACCOUNT_PROVIDERS = {"google": _google_provider}
+
+# --- Sync engine ------------------------------------------------------------------
+MAILSYNC_BATCH_SIZE = _int_setting("MAILSYNC_BATCH_SIZE", 50, minimum=1)
+if MAILSYNC_BATCH_SIZE > 100:
+    raise ImproperlyConfigured("MAILSYNC_BATCH_SIZE must be at most 100 (Gmail's batch limit)")
+MAILSYNC_BATCHES_IN_FLIGHT = _int_setting("MAILSYNC_BATCHES_IN_FLIGHT", 4, minimum=1)
+MAILSYNC_MESSAGE_FORMAT = env.str("MAILSYNC_MESSAGE_FORMAT", default="full")
+if MAILSYNC_MESSAGE_FORMAT not in ("full", "raw", "metadata", "minimal"):
+    raise ImproperlyConfigured(
+        f"MAILSYNC_MESSAGE_FORMAT={MAILSYNC_MESSAGE_FORMAT!r} must be full, raw, metadata or minimal"
+    )
+MAILSYNC_INCLUDE_SPAM_TRASH = _bool_setting("MAILSYNC_INCLUDE_SPAM_TRASH", True)
+MAILSYNC_QUOTA_USER_PER_MINUTE = _int_setting("MAILSYNC_QUOTA_USER_PER_MINUTE", 15_000, 1)
+MAILSYNC_QUOTA_PROJECT_PER_MINUTE = _int_setting("MAILSYNC_QUOTA_PROJECT_PER_MINUTE", 1_200_000, 1)
+# Where priority work (labels, listing, incremental) runs; empty = the default cluster.
+MAILSYNC_PRIORITY_CLUSTER = env.str("MAILSYNC_PRIORITY_CLUSTER", default="")
+MAILSYNC_INCREMENTAL_INTERVAL_MINUTES = _int_setting(
+    "MAILSYNC_INCREMENTAL_INTERVAL_MINUTES", 5, minimum=1
+)
+MAILSYNC_STALLED_AFTER_SECONDS = _int_setting("MAILSYNC_STALLED_AFTER_SECONDS", 300, 10)
+MAILSYNC_KEEP_FINISHED_RUNS_DAYS = _int_setting("MAILSYNC_KEEP_FINISHED_RUNS_DAYS", 30, 1)
+
+# --- Static files, i18n, logging -----------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"googleapiclient.discovery_cache": {"level": "ERROR"}},
+}
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = _bool_setting("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

@@ -1,0 +1,163 @@
+"""The mirror: labels, messages and the record of every sync run."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Label(models.Model):
+    """A Gmail label with all its metadata, as labels.get returns it."""
+
+    class Type(models.TextChoices):
+        SYSTEM = "system"
+        USER = "user"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="labels"
+    )
+    gmail_id = models.CharField(max_length=255)
+    name = models.CharField(max_length=1024)
+    type = models.CharField(max_length=16, choices=Type.choices, default=Type.USER)
+    text_color = models.CharField(max_length=16, blank=True, default="")
+    background_color = models.CharField(max_length=16, blank=True, default="")
+    message_list_visibility = models.CharField(max_length=32, blank=True, default="")
+    label_list_visibility = models.CharField(max_length=32, blank=True, default="")
+    messages_total = models.PositiveIntegerField(null=True, blank=True)
+    messages_unread = models.PositiveIntegerField(null=True, blank=True)
+    threads_total = models.PositiveIntegerField(null=True, blank=True)
+    threads_unread = models.PositiveIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            # System label ids (INBOX, ...) repeat across users: unique per user only.
+            models.UniqueConstraint(fields=["user", "gmail_id"], name="label_unique_per_user"),
+        ]
+        ordering = ["type", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EmailMessage(models.Model):
+    """One Gmail message. `internal_date` NULL means listed but not fetched yet."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="email_messages"
+    )
+    gmail_id = models.CharField(max_length=64)
+    thread_id = models.CharField(max_length=64, blank=True, default="")
+    labels = models.ManyToManyField(Label, related_name="messages", blank=True)
+    # Ascending = the order Gmail listed the ids (newest first), so the batch tasks
+    # fetch recent mail first. History additions get negative values (newer first).
+    listing_order = models.BigIntegerField(default=0)
+    # A batch task's claim: other tasks skip the row until the lease runs out, so a
+    # crashed worker's messages become claimable again.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    internal_date = models.DateTimeField(null=True, blank=True)
+    history_id = models.CharField(max_length=32, blank=True, default="")
+    snippet = models.TextField(blank=True, default="")
+    size_estimate = models.PositiveIntegerField(null=True, blank=True)
+    subject = models.TextField(blank=True, default="")
+    sender = models.TextField("from", blank=True, default="")
+    to = models.TextField(blank=True, default="")
+    cc = models.TextField(blank=True, default="")
+    date_header = models.DateTimeField(null=True, blank=True)
+    message_id_header = models.TextField(blank=True, default="")
+    body_text = models.TextField(blank=True, default="")
+    body_html = models.TextField(blank=True, default="")
+    attachments = models.JSONField(default=list, blank=True)
+    parse_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "gmail_id"], name="message_unique_per_user"),
+        ]
+        indexes = [
+            # "Unfetched messages of a user in listing order": the batch claim query.
+            models.Index(
+                fields=["user", "listing_order"],
+                condition=Q(internal_date__isnull=True),
+                name="message_unfetched_idx",
+            ),
+            models.Index(fields=["user", "thread_id"], name="message_thread_idx"),
+            models.Index(fields=["user", "-internal_date"], name="message_date_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.subject or self.gmail_id
+
+    @property
+    def is_fetched(self) -> bool:
+        return self.internal_date is not None
+
+
+class SyncProgress(models.Model):
+    """One sync run of one user: what it has done and what it is doing."""
+
+    class SyncType(models.TextChoices):
+        INITIAL = "initial"
+        INCREMENTAL = "incremental"
+        LABELS = "labels"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        IN_PROGRESS = "in_progress", "in progress"
+        COMPLETED = "completed"
+        FAILED = "failed"
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.IN_PROGRESS)
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sync_runs"
+    )
+    sync_type = models.CharField(max_length=16, choices=SyncType.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Profile historyId read when the run started: the mirror is current to it once done.
+    start_history_id = models.CharField(max_length=32, blank=True, default="")
+    next_page_token = models.TextField(blank=True, default="")
+    listing_completed = models.BooleanField(default=False)
+    pages_listed = models.PositiveIntegerField(default=0)
+    num_processed = models.PositiveIntegerField(default=0)
+    num_total = models.PositiveIntegerField(default=0)
+    batches_total = models.PositiveIntegerField(default=0)
+    batches_completed = models.PositiveIntegerField(default=0)
+    num_added = models.PositiveIntegerField(default=0)
+    num_deleted = models.PositiveIntegerField(default=0)
+    num_relabelled = models.PositiveIntegerField(default=0)
+    fell_back_to_full = models.BooleanField(default=False)
+    error_message = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # Two triggers (admin, schedule, sign-in) cannot start two runs of one kind.
+            models.UniqueConstraint(
+                fields=["user", "sync_type"],
+                condition=Q(status__in=["pending", "in_progress"]),
+                name="one_active_run_per_user_and_type",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "updated_at"], name="syncprogress_status_idx")]
+        ordering = ["-started_at"]
+        verbose_name = "sync run"
+
+    def __str__(self) -> str:
+        return f"{self.get_sync_type_display()} sync of {self.user} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    def percentage(self) -> int:
+        if self.status == self.Status.COMPLETED:
+            return 100
+        if not self.num_total:
+            return 0
+        return min(100, int(self.num_processed * 100 / self.num_total))
