@@ -210,6 +210,11 @@ GOOGLE_API_ROOT = GMAIL_EMULATOR_URL or "https://gmail.googleapis.com/"
 GOOGLE_TOKEN_URL = (
     f"{GMAIL_EMULATOR_URL}token" if GMAIL_EMULATOR_URL else "https://oauth2.googleapis.com/token"
 )
+GOOGLE_USERINFO_URL = (
+    f"{GMAIL_EMULATOR_URL}oauth2/v2/userinfo"
+    if GMAIL_EMULATOR_URL
+    else "https://www.googleapis.com/oauth2/v2/userinfo"
+)
 GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail.readonly"
 
 # --- Sign in with Google (django-allauth) ---------------------------------------
@@ -240,7 +245,7 @@ if GMAIL_EMULATOR_URL:
     _google_provider.update(
         AUTHORIZE_URL=f"{GMAIL_EMULATOR_URL}o/oauth2/v2/auth",
         ACCESS_TOKEN_URL=GOOGLE_TOKEN_URL,
-        IDENTITY_URL=f"{GMAIL_EMULATOR_URL}oauth2/v2/userinfo",
+        IDENTITY_URL=GOOGLE_USERINFO_URL,
     )
 SOCIALACCOUNT_PROVIDERS = {"google": _google_provider}
 

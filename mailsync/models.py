@@ -49,13 +49,22 @@ class EmailMessage(models.Model):
     )
     gmail_id = models.CharField(max_length=64)
     thread_id = models.CharField(max_length=64, blank=True, default="")
-    labels = models.ManyToManyField(Label, related_name="messages", blank=True)
+    labels = models.ManyToManyField(
+        Label, related_name="messages", blank=True, through="MessageLabel"
+    )
     # Ascending = the order Gmail listed the ids (newest first), so the batch tasks
     # fetch recent mail first. History additions get negative values (newer first).
     listing_order = models.BigIntegerField(default=0)
     # A batch task's claim: other tasks skip the row until the lease runs out, so a
     # crashed worker's messages become claimable again.
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # The last full listing that saw this id: after a (re)listing, rows it did not see
+    # are gone from Gmail.
+    listed_by_run = models.BigIntegerField(null=True, blank=True)
+    # Fetch attempts that failed; past MAX_FETCH_FAILURES the run reports the message
+    # instead of retrying it forever.
+    fetch_failures = models.PositiveSmallIntegerField(default=0)
+    last_fetch_error = models.TextField(blank=True, default="")
     internal_date = models.DateTimeField(null=True, blank=True)
     history_id = models.CharField(max_length=32, blank=True, default="")
     snippet = models.TextField(blank=True, default="")
@@ -96,6 +105,25 @@ class EmailMessage(models.Model):
         return self.internal_date is not None
 
 
+class MessageLabel(models.Model):
+    """A message carries a label. Explicit so that a label-membership rescan (after
+    Gmail's history expired) can tell the links it saw from the ones it did not."""
+
+    message = models.ForeignKey(EmailMessage, on_delete=models.CASCADE)
+    label = models.ForeignKey(Label, on_delete=models.CASCADE)
+    seen_by_run = models.BigIntegerField(null=True, blank=True)
+    linked_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "label"], name="message_label_unique"),
+        ]
+        indexes = [models.Index(fields=["label", "seen_by_run"], name="message_label_scan_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} has {self.label_id}"
+
+
 class SyncProgress(models.Model):
     """One sync run of one user: what it has done and what it is doing."""
 
@@ -129,7 +157,10 @@ class SyncProgress(models.Model):
     num_added = models.PositiveIntegerField(default=0)
     num_deleted = models.PositiveIntegerField(default=0)
     num_relabelled = models.PositiveIntegerField(default=0)
+    # Incremental runs whose history had expired re-list the mailbox, then rescan
+    # each label's membership.
     fell_back_to_full = models.BooleanField(default=False)
+    rescan_completed = models.BooleanField(default=False)
     error_message = models.TextField(blank=True, default="")
     started_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -161,3 +192,43 @@ class SyncProgress(models.Model):
         if not self.num_total:
             return 0
         return min(100, int(self.num_processed * 100 / self.num_total))
+
+
+class QuotaBucket(models.Model):
+    """Shared Gmail quota state (GCRA) for one user or the whole project.
+
+    Used when no Redis is configured; every worker on every machine reserves its
+    units here before it sends a request (see mailsync/quota.py).
+    """
+
+    key = models.CharField(max_length=64, unique=True)
+    # Theoretical arrival time (epoch seconds): when the budget is all spent again.
+    tat = models.FloatField(default=0.0)
+    # Until then the budget is halved: Gmail answered 429 to this key recently.
+    slow_until = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class BatchSlot(models.Model):
+    """One of a user's MAILSYNC_BATCHES_IN_FLIGHT message-batch task slots.
+
+    A slot is leased by the task chain that holds it; a lease that runs out (its
+    worker died, or the broker dropped the task) lets the slot be taken again, so
+    the number of batch tasks per user stays bounded without counters that leak.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batch_slots"
+    )
+    number = models.PositiveSmallIntegerField()
+    leased_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "number"], name="batch_slot_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch slot {self.number} of {self.user}"

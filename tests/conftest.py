@@ -6,6 +6,8 @@ import itertools
 
 import pytest
 
+pytest_plugins = ["tests.gmail_fixtures"]
+
 _counter = itertools.count(1)
 
 
@@ -17,3 +19,4 @@ def user_factory(django_user_model):
         return django_user_model.objects.create_user(username=email, email=email, **fields)
 
     return make
+

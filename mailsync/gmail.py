@@ -1,0 +1,387 @@
+"""The one home of every Gmail API call.
+
+Nothing else in the project imports googleapiclient. Each function is one remote
+call (or one batch of them) with its quota reserved first, and every failure is
+turned into one of the exceptions below, each saying what the caller should do.
+Reference: https://developers.google.com/gmail/api/reference/rest
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import google.auth.exceptions
+import google_auth_httplib2
+import httplib2
+from django.conf import settings
+from googleapiclient.discovery import build_from_document
+from googleapiclient.errors import HttpError
+from googleapiclient.http import BatchHttpRequest
+
+from . import quota
+from .credentials import NoGoogleAccount, RefreshRefused, credentials_for
+
+log = logging.getLogger(__name__)
+
+HTTP_TIMEOUT_S = 30
+MAX_ATTEMPTS = 5
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 16.0
+
+
+# --- What can go wrong, and what to do about it -----------------------------------
+class GmailError(Exception):
+    """Base of every Gmail failure. `status` and `reason` are Google's, when known."""
+
+    def __init__(self, message: str, status: int | None = None, reason: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class RateLimited(GmailError):
+    """Too many requests: retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class DailyQuotaExhausted(GmailError):
+    """The project's daily quota is spent: pause until it resets."""
+
+
+class HistoryExpired(GmailError):
+    """The start history id is too old: a full resync is needed."""
+
+
+class AccessRevoked(GmailError):
+    """Google refuses our tokens: stop, fail the run, the user must sign in again."""
+
+
+class TransientError(GmailError):
+    """A server or network hiccup: retry with exponential backoff and jitter."""
+
+
+class PermanentError(GmailError):
+    """A request Gmail will never accept: fail the run with this message."""
+
+
+class NotFound(GmailError):
+    """The resource does not exist (a message deleted since it was listed)."""
+
+
+# --- Typed results -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Profile:
+    email: str
+    messages_total: int
+    threads_total: int
+    history_id: str
+
+
+@dataclass(frozen=True)
+class MessageIdPage:
+    ids: list[tuple[str, str]]  # (message id, thread id), newest first
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    records: list[dict]
+    next_page_token: str
+    history_id: str
+
+
+@dataclass
+class BatchResult:
+    found: dict[str, dict] = field(default_factory=dict)
+    gone: set[str] = field(default_factory=set)  # 404: deleted since listed
+    failed: dict[str, GmailError] = field(default_factory=dict)  # still failing after retries
+
+
+# --- Error classification -------------------------------------------------------------------
+def _error_reason(exc: HttpError) -> tuple[str, str]:
+    try:
+        body = json.loads(exc.content.decode("utf-8", "replace"))
+        error = body.get("error", {})
+        errors = error.get("errors") or [{}]
+        return errors[0].get("reason", ""), error.get("message", "")
+    except (ValueError, AttributeError, TypeError):
+        return "", exc.content[:200].decode("utf-8", "replace") if exc.content else ""
+
+
+def _retry_after(exc: HttpError) -> float:
+    value = exc.resp.get("retry-after") if exc.resp else None
+    try:
+        return max(float(value), 0.0) if value is not None else 0.0
+    except ValueError:
+        return 0.0
+
+
+def classify(exc: HttpError) -> GmailError:
+    """Map an HttpError to the exception that says what to do."""
+    status = exc.status_code
+    reason, message = _error_reason(exc)
+    text = f"Gmail answered {status} {reason}: {message}".strip()
+    kw = {"status": status, "reason": reason}
+    if status == 429 or (
+        status == 403 and reason in ("userRateLimitExceeded", "rateLimitExceeded")
+    ):
+        return RateLimited(text, retry_after=_retry_after(exc) or 1.0, **kw)
+    if status == 403 and reason in ("dailyLimitExceeded", "quotaExceeded"):
+        return DailyQuotaExhausted(text, **kw)
+    if status == 401 or (status == 403 and reason in ("insufficientPermissions", "forbidden")):
+        return AccessRevoked(text, **kw)
+    if status == 404:
+        return NotFound(text, **kw)
+    if status in (500, 502, 503, 504):
+        return TransientError(text, **kw)
+    return PermanentError(text, **kw)
+
+
+def backoff_delay(attempt: int) -> float:
+    """Exponential backoff with full jitter (attempt 0 = first retry)."""
+    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+
+
+# --- The client ---------------------------------------------------------------------------------
+@cache
+def _discovery_document() -> dict:
+    import googleapiclient.discovery_cache
+
+    return json.loads(googleapiclient.discovery_cache.get_static_doc("gmail", "v1"))
+
+
+class GmailClient:
+    """Gmail calls on behalf of one user, within the shared quota budget.
+
+    `max_wait_s` bounds how long one call may wait for quota or back off, so a
+    task stays within MAILSYNC_TASK_MAX_SECONDS; past it the call raises
+    RateLimited and the task ends, to be resumed.
+    """
+
+    def __init__(self, user_id: int, max_wait_s: float | None = None):
+        self.user_id = user_id
+        self.max_wait_s = (
+            max_wait_s if max_wait_s is not None else settings.MAILSYNC_TASK_MAX_SECONDS / 3
+        )
+        try:
+            credentials = credentials_for(user_id)
+        except NoGoogleAccount as exc:
+            raise AccessRevoked(str(exc)) from exc
+        http = google_auth_httplib2.AuthorizedHttp(
+            credentials, http=httplib2.Http(timeout=HTTP_TIMEOUT_S)
+        )
+        self.service = build_from_document(
+            _discovery_document(),
+            http=http,
+            client_options={"api_endpoint": settings.GOOGLE_API_ROOT},
+        )
+        self.batch_uri = settings.GOOGLE_API_ROOT + "batch/gmail/v1"
+
+    # -- plumbing --
+    def _reserve(self, units: int) -> None:
+        reservation = quota.reserve(self.user_id, units, self.max_wait_s)
+        if not reservation.granted:
+            raise RateLimited(
+                f"quota budget busy for {reservation.wait_s:.0f} s", retry_after=reservation.wait_s
+            )
+        if reservation.wait_s > 0:
+            time.sleep(reservation.wait_s)
+
+    def _wait_or_raise(self, error: GmailError, attempt: int, deadline: float) -> None:
+        if isinstance(error, RateLimited):
+            quota.penalize(self.user_id, error.retry_after)
+            delay = error.retry_after
+        elif isinstance(error, TransientError):
+            delay = backoff_delay(attempt)
+        else:
+            raise error
+        if attempt + 1 >= MAX_ATTEMPTS or time.monotonic() + delay > deadline:
+            raise error
+        log.info("user %s: %s; retrying in %.1f s", self.user_id, error, delay)
+        time.sleep(delay)
+
+    def _execute(self, method: str, make_request: Callable[[], Any]) -> Any:
+        deadline = time.monotonic() + self.max_wait_s
+        for attempt in range(MAX_ATTEMPTS):
+            self._reserve(quota.COSTS[method])
+            try:
+                return make_request().execute(num_retries=0)
+            except HttpError as exc:
+                error = classify(exc)
+            except (google.auth.exceptions.RefreshError, RefreshRefused) as exc:
+                raise AccessRevoked(f"Google refused access: {exc}") from exc
+            except (TimeoutError, httplib2.HttpLib2Error, OSError) as exc:
+                error = TransientError(f"network error talking to Gmail: {exc!r}")
+            self._wait_or_raise(error, attempt, deadline)
+        raise AssertionError("unreachable")
+
+    # -- calls --
+    def get_profile(self) -> Profile:
+        """users.getProfile (1 unit)."""
+        data = self._execute(
+            "users.getProfile", lambda: self.service.users().getProfile(userId="me")
+        )
+        return Profile(
+            email=data.get("emailAddress", ""),
+            messages_total=int(data.get("messagesTotal", 0)),
+            threads_total=int(data.get("threadsTotal", 0)),
+            history_id=str(data["historyId"]),
+        )
+
+    def list_labels(self) -> list[dict]:
+        """users.labels.list (1 unit): every label, without counters."""
+        data = self._execute(
+            "users.labels.list", lambda: self.service.users().labels().list(userId="me")
+        )
+        return list(data.get("labels", []))
+
+    def get_labels(self, label_ids: Iterable[str]) -> BatchResult:
+        """users.labels.get for many labels in batches (1 unit each): with counters."""
+        return self._batch(
+            "users.labels.get",
+            list(label_ids),
+            lambda label_id: self.service.users().labels().get(userId="me", id=label_id),
+        )
+
+    def list_message_ids(
+        self,
+        page_token: str = "",
+        include_spam_trash: bool = True,
+        label_id: str | None = None,
+        max_results: int = 500,
+    ) -> MessageIdPage:
+        """users.messages.list (5 units): one page of ids, newest first."""
+        params: dict[str, Any] = {
+            "userId": "me",
+            "maxResults": max_results,
+            "includeSpamTrash": include_spam_trash,
+        }
+        if page_token:
+            params["pageToken"] = page_token
+        if label_id:
+            params["labelIds"] = [label_id]
+        data = self._execute(
+            "users.messages.list", lambda: self.service.users().messages().list(**params)
+        )
+        ids = [(m["id"], m.get("threadId", "")) for m in data.get("messages", [])]
+        return MessageIdPage(ids=ids, next_page_token=data.get("nextPageToken", ""))
+
+    def get_messages(self, message_ids: Iterable[str], fmt: str | None = None) -> BatchResult:
+        """users.messages.get for up to 100 ids in one batch (5 units each)."""
+        fmt = fmt or settings.MAILSYNC_MESSAGE_FORMAT
+        return self._batch(
+            "users.messages.get",
+            list(message_ids),
+            lambda mid: self.service.users().messages().get(userId="me", id=mid, format=fmt),
+        )
+
+    def history_page(self, start_history_id: str, page_token: str = "") -> HistoryPage:
+        """users.history.list (2 units). A 404 means the history expired."""
+        params: dict[str, Any] = {
+            "userId": "me",
+            "startHistoryId": start_history_id,
+            "maxResults": 500,
+        }
+        if page_token:
+            params["pageToken"] = page_token
+        try:
+            data = self._execute(
+                "users.history.list", lambda: self.service.users().history().list(**params)
+            )
+        except NotFound as exc:
+            raise HistoryExpired(str(exc), status=404, reason=exc.reason) from exc
+        # A page without records but with a nextPageToken is normal (lieer 24, 102).
+        return HistoryPage(
+            records=list(data.get("history", [])),
+            next_page_token=data.get("nextPageToken", ""),
+            history_id=str(data.get("historyId", start_history_id)),
+        )
+
+    def watch(self, topic_name: str, label_ids: list[str] | None = None) -> dict:
+        """users.watch (100 units): push notifications to a Pub/Sub topic."""
+        body: dict[str, Any] = {"topicName": topic_name}
+        if label_ids:
+            body["labelIds"] = label_ids
+        return self._execute(
+            "users.watch", lambda: self.service.users().watch(userId="me", body=body)
+        )
+
+    # -- batches: only the failed parts are sent again --
+    def _batch(
+        self, method: str, ids: list[str], make_request: Callable[[str], Any]
+    ) -> BatchResult:
+        if len(ids) > 100:
+            raise ValueError("Gmail accepts at most 100 parts per batch")
+        result = BatchResult()
+        pending = list(dict.fromkeys(ids))
+        deadline = time.monotonic() + self.max_wait_s
+        for attempt in range(MAX_ATTEMPTS):
+            if not pending:
+                break
+            errors = self._send_batch(method, pending, make_request, result)
+            pending = list(errors)
+            if not pending:
+                break
+            worst = _most_urgent(errors.values())
+            try:
+                self._wait_or_raise(worst, attempt, deadline)
+            except GmailError:
+                result.failed.update(errors)
+                break
+        return result
+
+    def _send_batch(self, method, ids, make_request, result: BatchResult) -> dict[str, GmailError]:
+        self._reserve(quota.COSTS[method] * len(ids))
+        errors: dict[str, GmailError] = {}
+
+        def on_part(request_id: str, response: dict | None, exc: HttpError | None) -> None:
+            if exc is None:
+                result.found[request_id] = response or {}
+                return
+            error = classify(exc)
+            if isinstance(error, NotFound):
+                result.gone.add(request_id)
+            else:
+                errors[request_id] = error
+
+        batch = BatchHttpRequest(callback=on_part, batch_uri=self.batch_uri)
+        for part_id in ids:
+            batch.add(make_request(part_id), request_id=part_id)
+        try:
+            batch.execute()
+        except HttpError as exc:
+            whole = classify(exc)
+            if isinstance(whole, (AccessRevoked, DailyQuotaExhausted, PermanentError)):
+                raise whole from exc
+            return {part_id: whole for part_id in ids if part_id not in result.found}
+        except (google.auth.exceptions.RefreshError, RefreshRefused) as exc:
+            raise AccessRevoked(f"Google refused access: {exc}") from exc
+        except (TimeoutError, httplib2.HttpLib2Error, OSError) as exc:
+            whole = TransientError(f"network error talking to Gmail: {exc!r}")
+            return {part_id: whole for part_id in ids if part_id not in result.found}
+        for error in errors.values():
+            if isinstance(error, (AccessRevoked, DailyQuotaExhausted)):
+                raise error
+        return errors
+
+
+def _most_urgent(errors: Iterable[GmailError]) -> GmailError:
+    """The error whose handling decides the wait: permanent first, then the longest 429."""
+    errors = list(errors)
+    for error in errors:
+        if not isinstance(error, (RateLimited, TransientError)):
+            return error
+    limited = [e for e in errors if isinstance(e, RateLimited)]
+    if limited:
+        return max(limited, key=lambda e: e.retry_after)
+    return errors[0]

@@ -1,0 +1,28 @@
+"""Django-Q2 task functions: thin callers of the sync stages.
+
+Arguments are plain ids and strings (JSON-safe); every task runs one bounded
+stage and enqueues the steps it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.conf import settings
+from django_q.tasks import async_task
+
+from . import sync
+
+
+def run_stage(stage: str, user_id: int, *args) -> None:
+    enqueue_steps(sync.run_step(sync.Step(stage, user_id, tuple(args))))
+
+
+def enqueue_steps(steps: Iterable[sync.Step]) -> None:
+    for step in steps:
+        options = {"group": step.stage}
+        if step.priority and settings.MAILSYNC_PRIORITY_CLUSTER:
+            options["cluster"] = settings.MAILSYNC_PRIORITY_CLUSTER
+        async_task(
+            "mailsync.tasks.run_stage", step.stage, step.user_id, *step.args, q_options=options
+        )

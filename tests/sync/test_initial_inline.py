@@ -1,0 +1,141 @@
+"""The initial sync, run inline against the emulator over real HTTP."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from mailsync import sync
+from mailsync.models import EmailMessage, SyncProgress
+from tests.gmail_fixtures import assert_exact_mirror
+
+pytestmark = pytest.mark.django_db
+
+
+def run_full(user) -> SyncProgress:
+    run = sync.start_initial_sync(user)
+    sync.run_inline(sync.resume_steps(run))
+    run.refresh_from_db()
+    return run
+
+
+def test_initial_sync_mirrors_the_whole_mailbox(connected_mailbox, emulator):
+    user, _mailbox = connected_mailbox(count=620)  # two listing pages
+    profile_history_id = emulator.snapshot(user.email)["historyId"]
+
+    run = run_full(user)
+
+    assert run.status == "completed", run.error_message
+    assert_exact_mirror(user, emulator.snapshot(user.email))
+    user.refresh_from_db()
+    assert user.initial_sync_completed
+    assert user.label_sync_completed
+    assert user.gmail_history_id == profile_history_id
+    assert user.last_full_sync_at is not None
+    assert run.num_total == run.num_processed == 620
+    assert run.pages_listed == 2
+    # Every message was fetched exactly once.
+    assert set(emulator.stats()["fetches"].values()) == {1}
+
+
+def test_messages_are_stored_with_headers_and_bodies(connected_mailbox):
+    user, _ = connected_mailbox(count=80)
+    run_full(user)
+    fetched = EmailMessage.objects.filter(user=user)
+    assert not fetched.filter(internal_date__isnull=True).exists()
+    assert fetched.exclude(subject="").count() > 70
+    assert fetched.exclude(sender="").count() > 70
+    assert fetched.exclude(body_text="", body_html="").count() > 70
+    assert fetched.exclude(attachments=[]).exists()
+
+
+def test_labels_carry_their_metadata_and_counters(connected_mailbox, emulator):
+    user, _ = connected_mailbox(count=50)
+    run_full(user)
+    inbox = user.labels.get(gmail_id="INBOX")
+    assert inbox.type == "system"
+    assert inbox.messages_total is not None
+    coloured = user.labels.filter(type="user").exclude(background_color="")
+    assert coloured.exists()
+
+
+def test_the_sync_command_runs_inline(connected_mailbox, emulator, capsys):
+    user, _ = connected_mailbox(count=120)
+    call_command("sync_user", user.email, "--inline")
+    out = capsys.readouterr().out
+    assert "completed: 120 messages" in out
+    assert_exact_mirror(user, emulator.snapshot(user.email))
+
+
+def test_triggering_twice_starts_one_run(connected_mailbox):
+    user, _ = connected_mailbox(count=10)
+    first = sync.start_initial_sync(user)
+    second = sync.start_initial_sync(user)
+    assert first.pk == second.pk
+    assert SyncProgress.objects.filter(user=user, sync_type="initial").count() == 1
+
+
+def test_failed_batch_parts_are_retried_alone(connected_mailbox, emulator):
+    user, _ = connected_mailbox(count=150)
+    emulator.script_fault(r"/messages/[0-9a-f]+$", count=7, status=503, reason="backendError")
+    run = run_full(user)
+    assert run.status == "completed"
+    assert_exact_mirror(user, emulator.snapshot(user.email))
+    fetches = emulator.stats()["fetches"]
+    assert sum(fetches.values()) <= 150 + 7
+
+
+def test_rate_limited_parts_are_retried(connected_mailbox, emulator):
+    user, _ = connected_mailbox(count=100)
+    emulator.script_fault(r"/messages/[0-9a-f]+$", count=20, status=429, reason="rateLimitExceeded")
+    run = run_full(user)
+    assert run.status == "completed"
+    assert_exact_mirror(user, emulator.snapshot(user.email))
+
+
+def test_a_message_deleted_after_listing_is_gone_not_an_error(connected_mailbox, emulator):
+    user, _ = connected_mailbox(count=60)
+    run = sync.start_initial_sync(user)
+    steps = sync.run_step(sync.resume_steps(run)[0])  # profile and labels
+    steps = sync.run_step(steps[0])  # the single listing page
+    victim = EmailMessage.objects.filter(user=user).order_by("listing_order").first().gmail_id
+    emulator.delete_message(user.email, victim)
+    sync.run_inline(steps)
+    run.refresh_from_db()
+    assert run.status == "completed"
+    assert not EmailMessage.objects.filter(user=user, gmail_id=victim).exists()
+    assert_exact_mirror(user, emulator.snapshot(user.email))
+
+
+def test_revoked_access_fails_the_run_visibly(connected_mailbox, emulator):
+    user, mailbox = connected_mailbox(count=30)
+    emulator.revoke_refresh_token(mailbox.refresh_token)
+    run = run_full(user)
+    assert run.status == "failed"
+    assert "sign in with Google again" in run.error_message
+    user.refresh_from_db()
+    assert user.gmail_auth_error
+
+
+def test_expired_access_token_is_refreshed_and_stored(connected_mailbox, emulator):
+    from allauth.socialaccount.models import SocialToken
+
+    user, _mailbox = connected_mailbox(count=30)
+    SocialToken.objects.filter(account__user=user).update(token="expired-or-unknown")
+    run = run_full(user)
+    assert run.status == "completed", run.error_message
+    token = SocialToken.objects.get(account__user=user)
+    assert token.token != "expired-or-unknown"
+    assert token.expires_at is not None
+
+
+def test_resync_keeps_fetched_messages_and_drops_deleted_ones(connected_mailbox, emulator):
+    user, _ = connected_mailbox(count=100)
+    run_full(user)
+    gone = next(iter(emulator.snapshot(user.email)["messages"]))
+    emulator.delete_message(user.email, gone)
+    emulator.reset_stats()
+    run = run_full(user)
+    assert run.status == "completed"
+    assert_exact_mirror(user, emulator.snapshot(user.email))
+    assert emulator.stats()["fetches"] == {}
