@@ -1,7 +1,22 @@
-from django.contrib import admin
+"""Operator console for users: their sync state at a glance, and actions to steer it."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import Prefetch
+from django.template.response import TemplateResponse
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
+
+from mailsync import sync
+from mailsync.admin import progress_bar
+from mailsync.models import SyncProgress
 
 from .models import User
+
+RUN_TYPES = SyncProgress.SyncType
 
 
 @admin.register(User)
@@ -13,9 +28,12 @@ class UserAdmin(BaseUserAdmin):
         "initial_sync_completed",
         "last_full_sync_at",
         "last_incremental_sync_at",
+        "active_runs",
+        "needs_google_sign_in",
     )
     list_filter = ("initial_sync_completed", "label_sync_completed", "is_staff", "is_active")
     search_fields = ("email", "username", "first_name", "last_name")
+    actions = ("run_initial_sync", "run_incremental_sync", "run_label_sync", "reset_sync_state")
     fieldsets = (
         *BaseUserAdmin.fieldsets,
         (
@@ -32,3 +50,128 @@ class UserAdmin(BaseUserAdmin):
             },
         ),
     )
+
+    def get_queryset(self, request):
+        # One query for the active runs of every user on the page, not one per row.
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(
+                Prefetch(
+                    "sync_runs",
+                    queryset=SyncProgress.objects.filter(
+                        status__in=SyncProgress.ACTIVE_STATUSES
+                    ).order_by("sync_type"),
+                    to_attr="active_sync_runs",
+                )
+            )
+        )
+
+    @admin.display(description="active runs")
+    def active_runs(self, obj: User) -> str:
+        runs = getattr(obj, "active_sync_runs", None)
+        if runs is None:
+            runs = list(obj.sync_runs.filter(status__in=SyncProgress.ACTIVE_STATUSES))
+        if not runs:
+            return "-"
+        return format_html_join(
+            mark_safe("<br>"),
+            "{} {}",
+            ((run.get_sync_type_display(), progress_bar(run.percentage())) for run in runs),
+        )
+
+    @admin.display(description="needs sign-in", boolean=True)
+    def needs_google_sign_in(self, obj: User) -> bool:
+        return bool(obj.gmail_auth_error)
+
+    # --- Actions ----------------------------------------------------------------
+
+    def _start(self, request, queryset, run_type: str, start, description: str) -> None:
+        users = list(queryset)
+        busy = set(
+            SyncProgress.objects.filter(
+                user__in=users, sync_type=run_type, status__in=SyncProgress.ACTIVE_STATUSES
+            ).values_list("user_id", flat=True)
+        )
+        queued = skipped = 0
+        for user in users:
+            if user.pk in busy:
+                skipped += 1
+                continue
+            start(user)
+            queued += 1
+        self.message_user(
+            request,
+            f"{description}: queued {queued} user{'s' if queued != 1 else ''}, "
+            f"skipped {skipped} already running.",
+            messages.SUCCESS if queued else messages.WARNING,
+        )
+
+    @admin.action(description="Run initial sync")
+    def run_initial_sync(self, request, queryset):
+        self._start(request, queryset, RUN_TYPES.INITIAL, sync.start_initial_sync, "Initial sync")
+
+    @admin.action(description="Run incremental sync")
+    def run_incremental_sync(self, request, queryset):
+        users = list(queryset)
+        # start_incremental_sync returns the active initial run of anyone who has one,
+        # and starts an initial sync for anyone without a complete mirror yet.
+        active = SyncProgress.objects.filter(
+            user__in=users, status__in=SyncProgress.ACTIVE_STATUSES
+        ).values_list("user_id", "sync_type")
+        busy = {
+            user_id
+            for user_id, sync_type in active
+            if sync_type in (RUN_TYPES.INITIAL, RUN_TYPES.INCREMENTAL)
+        }
+        queued = fallback = skipped = 0
+        for user in users:
+            if user.pk in busy:
+                skipped += 1
+                continue
+            fallback += not user.can_sync_incrementally
+            sync.start_incremental_sync(user)
+            queued += 1
+        note = f" ({fallback} as initial sync: no full sync yet)" if fallback else ""
+        self.message_user(
+            request,
+            f"Incremental sync: queued {queued} user{'s' if queued != 1 else ''}{note}, "
+            f"skipped {skipped} already running.",
+            messages.SUCCESS if queued else messages.WARNING,
+        )
+
+    @admin.action(description="Sync labels")
+    def run_label_sync(self, request, queryset):
+        self._start(request, queryset, RUN_TYPES.LABELS, sync.start_label_sync, "Label sync")
+
+    @admin.action(description="Reset sync state")
+    def reset_sync_state(self, request, queryset):
+        """Like Django's delete action: a confirmation page first, then the reset."""
+        if request.POST.get("post") == "yes":
+            count = 0
+            for user in queryset:
+                sync.reset_sync_state(user)
+                count += 1
+            self.message_user(
+                request,
+                f"Reset the sync state of {count} user{'s' if count != 1 else ''}: active runs "
+                "failed, history id and flags cleared, messages kept.",
+                messages.SUCCESS,
+            )
+            return None
+        users = list(queryset.order_by("email"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Reset sync state?",
+            "subtitle": None,
+            "opts": self.model._meta,
+            "app_label": self.model._meta.app_label,
+            "queryset": users,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "action_name": "reset_sync_state",
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(
+            request, "admin/accounts/user/reset_sync_confirmation.html", context
+        )

@@ -137,7 +137,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
     }
     # Tests that start real workers need a test database other processes can open.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+    DATABASES["default"]["TEST"] = {
+        "NAME": env.str("SQLITE_TEST_DATABASE", default=str(BASE_DIR / "test_db.sqlite3"))
+    }
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = _int_setting("CONN_MAX_AGE", 60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -172,7 +174,7 @@ Q_CLUSTER = {
     "name": env.str("Q_CLUSTER_NAME", default="mailsync"),
     "workers": _int_setting("Q_WORKERS", 4, minimum=1),
     "timeout": MAILSYNC_TASK_MAX_SECONDS,
-    "retry": MAILSYNC_TASK_MAX_SECONDS + 60,
+    "retry": MAILSYNC_TASK_MAX_SECONDS + 15,
     "max_attempts": 3,
     "catch_up": False,
     "ack_failures": True,

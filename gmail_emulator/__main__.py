@@ -1,0 +1,86 @@
+"""Command line: `python -m gmail_emulator --port 8765 --mailbox alice@example.com:3000`.
+
+The first stdout line is one JSON object (base URL, client credentials, mailbox tokens)
+so a parent process or a demo script can configure itself before anything else runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+from .config import EmulatorConfig
+from .emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m gmail_emulator", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--mailbox", action="append", default=[], metavar="EMAIL[:COUNT]")
+    p.add_argument("--mbox", action="append", default=[], metavar="[EMAIL=]PATH",
+                   help="load an mbox; mailbox address defaults to mbox@example.com")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quota-user-per-minute", type=int, default=15000)
+    p.add_argument("--quota-project-per-minute", type=int, default=1_200_000)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--jitter-ms", type=float, default=0.0)
+    p.add_argument("--fault-rate", type=float, default=0.0)
+    p.add_argument("--history-retention-s", type=float, default=604800.0)
+    p.add_argument("--token-lifetime-s", type=float, default=3600.0)
+    p.add_argument("--empty-history-page-rate", type=float, default=0.1)
+    p.add_argument("--concurrent-requests-per-user", type=int, default=100)
+    p.add_argument("--rate-limit-status", type=int, choices=(403, 429), default=429)
+    p.add_argument("--activity-per-minute", type=float, default=0.0)
+    p.add_argument("--push-url", default=None)
+    p.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
+    p.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
+    p.add_argument("--log-requests", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.log_requests else logging.WARNING,
+                        stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    config = EmulatorConfig(
+        seed=args.seed, quota_user_per_minute=args.quota_user_per_minute,
+        quota_project_per_minute=args.quota_project_per_minute, latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms, fault_rate=args.fault_rate,
+        history_retention_s=args.history_retention_s, token_lifetime_s=args.token_lifetime_s,
+        empty_history_page_rate=args.empty_history_page_rate,
+        concurrent_requests_per_user=args.concurrent_requests_per_user,
+        rate_limit_status=args.rate_limit_status, push_url=args.push_url,
+        log_requests=args.log_requests)
+    emu = Emulator(config, client_id=args.client_id, client_secret=args.client_secret)
+    specs = args.mailbox or ([] if args.mbox else ["demo@example.com:2000"])
+    for spec in specs:
+        email, _, count = spec.partition(":")
+        emu.add_mailbox(email, int(count or 1000))
+    for spec in args.mbox:
+        email, sep, path = spec.partition("=")
+        if not sep:
+            email, path = "mbox@example.com", spec
+        emu.add_mailbox_from_mbox(email, path)
+    base_url = emu.start(args.host, args.port)
+    if args.activity_per_minute > 0:
+        emu.start_activity(args.activity_per_minute)
+    print(json.dumps({
+        "base_url": base_url, "client_id": emu.client_id, "client_secret": emu.client_secret,
+        "mailboxes": [{"email": mb.email, "access_token": mb.access_token,
+                       "refresh_token": mb.refresh_token} for mb in emu.mailboxes.values()],
+    }), flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    emu.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

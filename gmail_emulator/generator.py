@@ -1,0 +1,307 @@
+"""Deterministic synthetic mailboxes.
+
+Generation writes only compact metadata (dates, threads, labels); the RFC 2822 text of a
+generated message is rendered on demand from (seed, message number), so generating
+5,000 messages takes milliseconds and 500,000 fit in memory. Rendering is pure: the
+same seed always yields the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import random
+import re
+from datetime import UTC, datetime
+from email.header import Header
+from email.utils import format_datetime
+
+from . import corpus
+from .mailbox import LABEL_COLORS, Mailbox, Msg, intern_labels
+
+DAY_MS = 86_400_000
+USER_LABELS = ["Work", "Work/Projects", "Work/Projects/Apollo", "Work/Hiring", "Personal",
+               "Personal/Travel", "Receipts", "Newsletters", "Family", "Ünïcode label"]
+CATEGORIES = ["CATEGORY_PERSONAL", "CATEGORY_SOCIAL", "CATEGORY_PROMOTIONS",
+              "CATEGORY_UPDATES", "CATEGORY_FORUMS"]
+CHARSETS = [("utf-8", 0.55), ("us-ascii", 0.15), ("iso-8859-1", 0.1),
+            ("windows-1252", 0.07), ("iso-2022-jp", 0.06), ("koi8-r", 0.07)]
+# Every mailbox of 30+ messages holds one of each hostile kind (index modulo 500).
+HOSTILE = {7: "nul_header", 13: "long_header", 21: "bad_boundary", 29: "unknown_charset"}
+
+
+def _pick_charset(rng: random.Random) -> str:
+    r = rng.random()
+    for name, share in CHARSETS:
+        r -= share
+        if r < 0:
+            return name
+    return "utf-8"
+
+
+def _thread_length(rng: random.Random) -> int:
+    r = rng.random()
+    if r < 0.55:
+        return 1
+    if r < 0.75:
+        return 2
+    if r < 0.85:
+        return 3
+    if r < 0.91:
+        return 4
+    if r < 0.95:
+        return 5
+    return min(60, int(rng.paretovariate(1.2)) + 5)
+
+
+def populate(mb: Mailbox, count: int, until_ms: int, span_days: int) -> None:
+    """Fill `mb` with `count` generated messages (metadata only) and its user labels."""
+    rng = random.Random(mb.seed)
+    for i, name in enumerate(USER_LABELS):
+        text, bg = LABEL_COLORS[i % len(LABEL_COLORS)]
+        mb.create_label(name, {"textColor": text, "backgroundColor": bg})
+    user_ids = [lid for lid, lab in mb.labels.items() if lab.type == "user"]
+    span = span_days * DAY_MS
+    start = until_ms - span
+    random_ = rng.random
+    entries: list[tuple[int, int, int]] = []  # (date, thread index, position)
+    thread_props: list[tuple[float, ...]] = []
+    n = 0
+    t = 0
+    while n < count:
+        length = min(_thread_length(rng), count - n)
+        # More mail in recent years: bias the root date towards the end of the span.
+        root = until_ms - int(span * random_() ** 1.6) - 1
+        date = root
+        for pos in range(length):
+            entries.append((min(date, until_ms - 1 - pos), t, pos))
+            date += int(rng.expovariate(1 / 7_200_000)) + 60_000
+        thread_props.append((random_(), random_(), random_(), random_(), (root - start) / span))
+        n += length
+        t += 1
+    entries.sort()
+    roots: dict[int, int] = {}
+    base_hist = mb.history_id
+    for num, (date, ti, pos) in enumerate(entries):
+        tid = roots.setdefault(ti, num)
+        p_box, p_cat, p_user, p_imp, recency = thread_props[ti]
+        r = random_()
+        labels: list[str] = []
+        if p_box < 0.025:
+            labels.append("SPAM")
+            if r < 0.5:
+                labels.append("UNREAD")
+        elif r < 0.003:
+            labels.append("CHAT")
+        elif r < (0.45 if pos else 0.08):
+            labels.append("DRAFT" if r < 0.006 else "SENT")
+        else:
+            labels.append(CATEGORIES[int(p_cat * p_cat * 5)])
+            if p_box < 0.35 + 0.55 * recency ** 3:
+                labels.append("INBOX")
+            if random_() < 0.08 + 0.5 * recency ** 8:
+                labels.append("UNREAD")
+        if 0.025 <= p_box < 0.05:
+            labels.append("TRASH")
+            if "INBOX" in labels:
+                labels.remove("INBOX")
+        if p_user < 0.3:
+            labels.append(user_ids[int(p_user / 0.3 * len(user_ids))])
+        if p_imp < 0.2:
+            labels.append("IMPORTANT")
+        if r > 0.97:
+            labels.append("STARRED")
+        msg = Msg(num, tid, date, intern_labels(labels), base_hist + num)
+        mb.msgs[num] = msg
+        mb.keys.append(date << 24 | num)
+        mb.threads.setdefault(tid, []).append(num)
+        for lid in msg.labels:
+            mb.label_counts[lid] = mb.label_counts.get(lid, 0) + 1
+    mb.next_num = len(entries)
+    mb.history_id = base_hist + len(entries) + rng.randint(1, 50)
+    mb.history_floor = mb.history_id
+
+
+# ----- rendering ------------------------------------------------------------------
+def _person(rng: random.Random) -> tuple[str, str]:
+    first = rng.choice(corpus.FIRST_NAMES)
+    last = rng.choice(corpus.LAST_NAMES)
+    local = re.sub(r"[^a-z]", "", (first + "." + last).lower().replace("é", "e").replace("ü", "u")
+                   .replace("í", "i")) or "user"
+    return f"{first} {last}", f"{local}@{rng.choice(corpus.DOMAINS)}"
+
+
+def _addr(name: str, email: str) -> str:
+    if name.isascii():
+        return f'"{name}" <{email}>'
+    return f"{Header(name, 'utf-8').encode()} <{email}>"
+
+
+def message_id(mb: Mailbox, num: int) -> str:
+    return f"<gen.{mb.seed}.{num}@emulator.invalid>"
+
+
+def _subject(mb: Mailbox, root: int) -> tuple[str, str]:
+    """The thread's subject (decoded) and its header form."""
+    rng = random.Random(mb.seed * 7_919 + root * 31 + 1)
+    cs = _pick_charset(rng)
+    if cs in corpus.SUBJECTS_BY_CHARSET and rng.random() < 0.7:
+        subject = rng.choice(corpus.SUBJECTS_BY_CHARSET[cs]).format(n=root)
+        return subject, Header(subject, cs).encode()
+    subject = rng.choice(corpus.SUBJECTS_ASCII).format(n=1000 + root)
+    return subject, subject if subject.isascii() else Header(subject, "utf-8").encode()
+
+
+def _text(rng: random.Random, cs: str) -> str:
+    sentences = corpus.TEXT_BY_CHARSET.get(cs, corpus.ENGLISH)
+    paras = []
+    for _ in range(rng.randint(1, 5)):
+        paras.append(" ".join(rng.choice(sentences) for _ in range(rng.randint(1, 4))))
+    return "Hello,\r\n\r\n" + "\r\n\r\n".join(paras) + "\r\n\r\n-- \r\nSent by the emulator\r\n"
+
+
+def _encode_body(text: str, cs: str, rng: random.Random) -> tuple[str, str]:
+    """(Content-Transfer-Encoding, encoded body) for text in charset cs."""
+    data = text.encode("ascii" if cs == "us-ascii" else cs)
+    if cs in ("us-ascii", "iso-2022-jp"):
+        return "7bit", data.decode("ascii")
+    if cs == "koi8-r" or (cs == "utf-8" and rng.random() < 0.5):
+        return "base64", base64.encodebytes(data).decode("ascii").replace("\n", "\r\n")
+    qp = binascii.b2a_qp(data).decode("ascii").replace("\r\n", "\n").replace("\n", "\r\n")
+    return "quoted-printable", qp
+
+
+def _html_of(text: str) -> str:
+    paras = [p for p in text.split("\r\n\r\n") if p.strip()]
+    return "<html><body>" + "".join(f"<p>{html.escape(p)}</p>" for p in paras) + "</body></html>"
+
+
+def _snippet_of(text: str) -> str:
+    return " ".join(text.split())[:200]
+
+
+def render(mb: Mailbox, msg: Msg) -> tuple[bytes, str]:
+    """The raw RFC 2822 bytes of a generated message and its snippet."""
+    num = msg.num
+    rng = random.Random(mb.seed * 1_000_003 + num)
+    _, subject_header = _subject(mb, msg.tid)
+    members = mb.threads.get(msg.tid, [num])
+    prior = [m for m in members if m != num and mb.msgs.get(m) is not None
+             and mb.msgs[m].key < msg.key]
+    peer_rng = random.Random(mb.seed * 104_729 + msg.tid)
+    peer_name, peer_email = _person(peer_rng)
+    owner = _addr(mb.email.split("@")[0].title(), mb.email)
+    peer = _addr(peer_name, peer_email)
+    sent = "SENT" in msg.labels or "DRAFT" in msg.labels
+    date = datetime.fromtimestamp(msg.date / 1000, tz=UTC)
+    headers = [
+        f"Delivered-To: {mb.email}",
+        "MIME-Version: 1.0",
+        f"Date: {format_datetime(date)}",
+        f"Message-ID: {message_id(mb, num)}",
+        f"Subject: {'Re: ' if prior else ''}{subject_header}",
+        f"From: {owner if sent else peer}",
+        f"To: {peer if sent else owner}",
+    ]
+    if prior:
+        refs = " ".join(message_id(mb, m) for m in prior[-20:])
+        headers.insert(4, f"In-Reply-To: {message_id(mb, prior[-1])}")
+        headers.insert(5, f"References: {refs}")
+    hostile = HOSTILE.get(num % 500)
+    cs = _pick_charset(rng)
+    text = _text(rng, cs)
+    if prior:
+        text = text + "\r\n> " + "earlier message quoted here"
+    snippet = _snippet_of(text)
+    kind = rng.random()
+    body_lines: list[str] = []
+    boundary = f"=_emu_{mb.seed}_{num}_"
+    if hostile == "nul_header":
+        headers.append("X-Hostile: before\x00after")
+    elif hostile == "long_header":
+        headers.append("X-Long-Header: " + "x" * 20000)
+    if hostile == "bad_boundary":
+        headers.append(f'Content-Type: multipart/mixed; boundary="{boundary}A"')
+        body_lines = [f"--{boundary}B", "Content-Type: text/plain; charset=utf-8", "",
+                      text.encode("utf-8").decode("latin-1"),
+                      f"--{boundary}B", "Content-Type: text/html", "", "<p>broken"]
+    elif hostile == "unknown_charset":
+        headers.append('Content-Type: text/plain; charset="x-emulator-unknown"')
+        headers.append("Content-Transfer-Encoding: 8bit")
+        raw_text = "Caf\xe9 \xff\xfe weird bytes in an unknown charset.\r\n"
+        body_lines = [raw_text]
+        snippet = _snippet_of(raw_text)
+    elif kind < 0.45:
+        cte, body = _encode_body(text, cs, rng)
+        headers.append(f'Content-Type: text/plain; charset="{cs}"')
+        headers.append(f"Content-Transfer-Encoding: {cte}")
+        body_lines = [body]
+    else:
+        alt = _alternative(text, cs, rng, boundary + "alt")
+        if kind < 0.82:
+            headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}alt"')
+            body_lines = alt
+        else:
+            headers.append(f'Content-Type: multipart/mixed; boundary="{boundary}mix"')
+            body_lines = ["This is a multi-part message in MIME format.", f"--{boundary}mix",
+                          f'Content-Type: multipart/alternative; boundary="{boundary}alt"', ""]
+            body_lines += alt
+            for a in range(1 + (rng.random() < 0.3)):
+                body_lines += [f"--{boundary}mix", *_attachment(rng, num, a)]
+            body_lines.append(f"--{boundary}mix--")
+    raw = "\r\n".join(headers) + "\r\n\r\n" + "\r\n".join(body_lines)
+    if not raw.endswith("\r\n"):
+        raw += "\r\n"
+    return raw.encode("latin-1"), snippet
+
+
+def _alternative(text: str, cs: str, rng: random.Random, boundary: str) -> list[str]:
+    cte, body = _encode_body(text, cs, rng)
+    hcte, hbody = _encode_body(_html_of(text), cs, rng)
+    return [
+        f"--{boundary}", f'Content-Type: text/plain; charset="{cs}"',
+        f"Content-Transfer-Encoding: {cte}", "", body,
+        f"--{boundary}", f'Content-Type: text/html; charset="{cs}"',
+        f"Content-Transfer-Encoding: {hcte}", "", hbody,
+        f"--{boundary}--", "",
+    ]
+
+
+def _attachment(rng: random.Random, num: int, index: int) -> list[str]:
+    kind = rng.random()
+    if kind < 0.3:
+        name, ctype = f"report-{num}-{index}.csv", "text/csv"
+        data = "\r\n".join(f"{i},{rng.randint(0, 10**6)},item {i}" for i in
+                           range(rng.randint(3, 200))).encode()
+    elif kind < 0.65:
+        name, ctype = f"document-{num}.pdf", "application/pdf"
+        data = b"%PDF-1.4\n" + rng.randbytes(rng.randint(200, 40000))
+    else:
+        name, ctype = f"photo_{num}_{index}.png", "image/png"
+        data = b"\x89PNG\r\n\x1a\n" + rng.randbytes(rng.randint(100, 20000))
+    if rng.random() < 0.15:
+        name = "Résumé \u2013 " + name
+        disp_name = "UTF-8''" + "".join(
+            c if c.isascii() and (c.isalnum() or c in "._-") else "".join(
+                f"%{b:02X}" for b in c.encode()) for c in name)
+        disposition = f"Content-Disposition: attachment; filename*={disp_name}"
+    else:
+        disposition = f'Content-Disposition: attachment; filename="{name}"'
+    encoded = base64.encodebytes(data).decode("ascii").replace("\n", "\r\n")
+    return [f'Content-Type: {ctype}; name="{name}"' if name.isascii() else f"Content-Type: {ctype}",
+            disposition, "Content-Transfer-Encoding: base64", "", encoded]
+
+
+def new_generated_message(mb: Mailbox, rng: random.Random, date_ms: int,
+                          labels: tuple[str, ...]) -> Msg:
+    """A fresh generated message (not yet indexed); 30% are replies to a recent thread."""
+    num = mb.next_num
+    mb.next_num += 1
+    tid = num
+    if mb.keys and rng.random() < 0.3:
+        recent = mb.keys[-min(len(mb.keys), 50):]
+        cand = mb.msgs.get(rng.choice(recent) & 0xFFFFFF)
+        if cand is not None and cand.raw is None:
+            tid = cand.tid
+    return Msg(num, tid, date_ms, intern_labels(labels), 0)

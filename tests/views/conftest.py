@@ -1,0 +1,60 @@
+"""Small factories for the views' tests: a signed-in Google user and mailbox rows."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from allauth.socialaccount.models import SocialAccount, SocialToken
+
+from mailsync.models import EmailMessage, Label, SyncProgress
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def google_user(user_factory):
+    """A user who signed in with Google and whose tokens are stored."""
+
+    def make(email: str | None = None, **fields):
+        user = user_factory(email=email, **fields)
+        account = SocialAccount.objects.create(user=user, provider="google", uid=f"g{user.pk}")
+        SocialToken.objects.create(account=account, token="access", token_secret="refresh")
+        return user
+
+    return make
+
+
+@pytest.fixture
+def label_factory():
+    def make(user, name: str, type: str = Label.Type.USER, **fields):
+        fields.setdefault(
+            "gmail_id", name.upper() if type == Label.Type.SYSTEM else f"Label_{next(_ids)}"
+        )
+        return Label.objects.create(user=user, name=name, type=type, **fields)
+
+    return make
+
+
+@pytest.fixture
+def message_factory():
+    def make(user, fetched: bool = True, labels=(), **fields):
+        from django.utils import timezone
+
+        n = next(_ids)
+        fields.setdefault("gmail_id", f"m{n:06x}")
+        if fetched:
+            fields.setdefault("internal_date", timezone.now())
+        message = EmailMessage.objects.create(user=user, **fields)
+        message.labels.set(labels)
+        return message
+
+    return make
+
+
+@pytest.fixture
+def run_factory():
+    def make(user, sync_type=SyncProgress.SyncType.INITIAL, **fields):
+        return SyncProgress.objects.create(user=user, sync_type=sync_type, **fields)
+
+    return make
