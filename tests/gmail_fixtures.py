@@ -92,3 +92,21 @@ def assert_exact_mirror(user, snapshot: dict) -> None:
     )
     remote_labels = sorted((lb["id"], lb["name"], lb["type"]) for lb in snapshot["labels"])
     assert local["labels"] == remote_labels
+
+
+@pytest.fixture
+def clusters():
+    """Start qcluster processes with `clusters.start(env)`; all are stopped afterwards."""
+    from tests.cluster import Cluster
+
+    started: list[Cluster] = []
+
+    class Starter(list):
+        def start(self, env: dict[str, str]) -> Cluster:
+            cluster = Cluster(env)
+            started.append(cluster)
+            return cluster
+
+    yield Starter()
+    for cluster in started:
+        cluster.kill()
