@@ -131,6 +131,7 @@ class SyncProgress(models.Model):
         INITIAL = "initial"
         INCREMENTAL = "incremental"
         LABELS = "labels"
+        HEALTH = "health", "health check"
 
     class Status(models.TextChoices):
         PENDING = "pending"

@@ -98,11 +98,26 @@ def start_incremental_sync(user) -> SyncProgress:
     user.refresh_from_db()
     if not user.can_sync_incrementally:
         return start_initial_sync(user)
-    if _active_run(user.pk, SyncType.INITIAL):
-        return _active_run(user.pk, SyncType.INITIAL)
+    # A re-listing run (initial or health check) must not overlap history replays:
+    # rows the replay adds mid-listing would look deleted to it.
+    for other in (SyncType.INITIAL, SyncType.HEALTH):
+        if (running := _active_run(user.pk, other)) is not None:
+            return running
     run, created = _create_run(user, SyncType.INCREMENTAL)
     if created:
         enqueue([Step("incremental_sync", user.pk, (run.pk,))])
+    return run
+
+
+def start_health_check(user) -> SyncProgress:
+    """Compare the mirror with Gmail (ids, labels, label membership) and repair drift.
+    Waits for any other run of the user to end (returns it instead)."""
+    running = active_runs(user).exclude(sync_type=SyncType.HEALTH).first()
+    if running is not None:
+        return running
+    run, created = _create_run(user, SyncType.HEALTH)
+    if created:
+        enqueue([Step("begin_health_check", user.pk, (run.pk,))])
     return run
 
 
@@ -302,6 +317,11 @@ def list_page(user_id: int, run_id: int) -> list[Step]:
             return []  # a duplicate delivery of this step already stored this page
         base = run.pages_listed * LISTING_ORDER_PAGE_STRIDE
         ids = [message_id for message_id, _ in page.ids]
+        known = set(
+            EmailMessage.objects.filter(user_id=user_id, gmail_id__in=ids).values_list(
+                "gmail_id", flat=True
+            )
+        )
         EmailMessage.objects.bulk_create(
             [
                 EmailMessage(
@@ -321,16 +341,19 @@ def list_page(user_id: int, run_id: int) -> list[Step]:
         ).update(listed_by_run=run_id)
         run.next_page_token = page.next_page_token
         run.pages_listed += 1
+        run.num_added += len(set(ids) - known)
         run.listing_completed = not page.next_page_token
         if run.listing_completed:
             # Whatever this listing did not see is no longer in the mailbox.
-            EmailMessage.objects.filter(user_id=user_id).exclude(listed_by_run=run_id).delete()
+            gone = EmailMessage.objects.filter(user_id=user_id).exclude(listed_by_run=run_id)
+            run.num_deleted += gone.count()
+            gone.delete()
         _refresh_counts(run)
         run.save()
     steps = fill_batch_slots(user_id)
     if not run.listing_completed:
         steps.append(Step("list_page", user_id, (run_id,)))
-    elif run.sync_type == SyncType.INCREMENTAL:
+    elif run.sync_type in RELISTING_TYPES:
         steps.extend(_next_label_scan(user_id, run_id, after=""))
     else:
         complete_initial_sync_if_done(user_id)
@@ -601,10 +624,14 @@ def _set_labels(message_labels: dict[int, Iterable[str]], label_pks: dict[str, i
 
 
 def _record_batch_progress(user_id: int) -> None:
+    """Every batch moves the user's runs on (the watchdog reads `updated_at`); the
+    initial run also counts fetched / total."""
     now = timezone.now()
-    for run in SyncProgress.objects.filter(
-        user_id=user_id, status=Status.IN_PROGRESS, sync_type=SyncType.INITIAL
-    ):
+    runs = SyncProgress.objects.filter(user_id=user_id, status=Status.IN_PROGRESS)
+    runs.exclude(sync_type=SyncType.INITIAL).update(
+        batches_completed=F("batches_completed") + 1, updated_at=now
+    )
+    for run in runs.filter(sync_type=SyncType.INITIAL):
         _refresh_counts(run)
         SyncProgress.objects.filter(pk=run.pk).update(
             num_total=run.num_total,
@@ -746,17 +773,24 @@ def _apply_label_ops(user_id: int, ops: dict[str, list[tuple[str, tuple[str, ...
 
 
 def complete_incremental_if_done(user_id: int) -> bool:
-    """An incremental run is complete when its pages are applied and the messages
-    they added are fetched."""
-    run = _active_run(user_id, SyncType.INCREMENTAL)
-    if run is None or not run.listing_completed:
-        return False
-    if run.fell_back_to_full and not run.rescan_completed:
-        return False
+    """An incremental run (or health check) is complete when its pages are applied,
+    its rescan is done and the messages they queued are fetched."""
     unfetched = EmailMessage.objects.filter(user_id=user_id, internal_date__isnull=True)
-    if unfetched.filter(fetch_failures__lt=MAX_FETCH_FAILURES).exists():
-        return False
-    return bool(_finish_run(run.pk, Status.COMPLETED, ""))
+    completed = False
+    for run in SyncProgress.objects.filter(
+        user_id=user_id, sync_type__in=RELISTING_TYPES, status=Status.IN_PROGRESS
+    ):
+        if not run.listing_completed:
+            continue
+        if run.fell_back_to_full and not run.rescan_completed:
+            continue
+        if unfetched.filter(fetch_failures__lt=MAX_FETCH_FAILURES).exists():
+            return False
+        completed |= bool(_finish_run(run.pk, Status.COMPLETED, ""))
+    return completed
+
+
+RELISTING_TYPES = (SyncType.INCREMENTAL, SyncType.HEALTH)
 
 
 def _finish_run(run_id: int, status: str, message: str) -> int:
@@ -766,7 +800,12 @@ def _finish_run(run_id: int, status: str, message: str) -> int:
 
 
 # --- Fallback when history expired: a resync that downloads only what is new ------------------------
-def fall_back_to_full_resync(user_id: int, run_id: int, client: gmail.GmailClient) -> list[Step]:
+def fall_back_to_full_resync(
+    user_id: int,
+    run_id: int,
+    client: gmail.GmailClient,
+    note: str = "Gmail's history expired: re-listing the mailbox.",
+) -> list[Step]:
     """History expired: re-list every id (new ones become unfetched rows, missing ones
     are deleted), then rescan label membership label by label. Nothing already
     fetched is downloaded again."""
@@ -778,10 +817,22 @@ def fall_back_to_full_resync(user_id: int, run_id: int, client: gmail.GmailClien
         pages_listed=0,
         listing_completed=False,
         rescan_completed=False,
-        error_message="Gmail's history expired: re-listing the mailbox.",
+        error_message=note,
         updated_at=timezone.now(),
     )
     return [Step("list_page", user_id, (run_id,))]
+
+
+def begin_health_check(user_id: int, run_id: int) -> list[Step]:
+    """A health check is the expired-history fallback on purpose: re-list the ids
+    (queue the missing, delete the extra), refresh labels, rescan membership."""
+    run = SyncProgress.objects.filter(pk=run_id, status__in=SyncProgress.ACTIVE_STATUSES).first()
+    if run is None:
+        return []
+    client = gmail.GmailClient(user_id)
+    import_labels(user_id, client)
+    SyncProgress.objects.filter(pk=run_id).update(status=Status.IN_PROGRESS)
+    return fall_back_to_full_resync(user_id, run_id, client, note="")
 
 
 def rescan_label_page(
@@ -803,10 +854,23 @@ def rescan_label_page(
                 user_id=user_id, gmail_id__in=[mid for mid, _ in page.ids]
             ).values_list("pk", flat=True)
         )
+        linked = set(
+            MessageLabel.objects.filter(label=label, message_id__in=message_pks).values_list(
+                "message_id", flat=True
+            )
+        )
         MessageLabel.objects.bulk_create(
-            [MessageLabel(message_id=pk, label=label, seen_by_run=run_id) for pk in message_pks],
+            [
+                MessageLabel(message_id=pk, label=label, seen_by_run=run_id)
+                for pk in message_pks
+                if pk not in linked
+            ],
             ignore_conflicts=True,
         )
+        # Fetched messages that lacked the label locally were relabelled.
+        missing_links = EmailMessage.objects.filter(
+            pk__in=set(message_pks) - linked, internal_date__isnull=False
+        ).count()
         MessageLabel.objects.filter(label=label, message_id__in=message_pks).update(
             seen_by_run=run_id
         )
@@ -814,10 +878,11 @@ def rescan_label_page(
             stale = MessageLabel.objects.filter(
                 label=label, linked_at__lt=dt.datetime.fromisoformat(scan_started)
             ).exclude(seen_by_run=run_id)
-            SyncProgress.objects.filter(pk=run_id).update(
-                num_relabelled=F("num_relabelled") + stale.count()
-            )
+            missing_links += stale.count()
             stale.delete()
+        SyncProgress.objects.filter(pk=run_id).update(
+            num_relabelled=F("num_relabelled") + missing_links, updated_at=timezone.now()
+        )
     if page.next_page_token:
         return [
             Step(
@@ -842,9 +907,12 @@ def _next_label_scan(user_id: int, run_id: int, after: str) -> list[Step]:
     # All labels rescanned: the listing part of the fallback is complete.
     run = SyncProgress.objects.get(pk=run_id)
     with transaction.atomic():
-        User.objects.filter(pk=user_id).update(
-            gmail_history_id=run.start_history_id, last_incremental_sync_at=timezone.now()
-        )
+        if run.sync_type == SyncType.INCREMENTAL:
+            # The re-listing made the mirror current to the profile's history id. A
+            # health check leaves the id alone: replaying history over it is harmless.
+            User.objects.filter(pk=user_id).update(
+                gmail_history_id=run.start_history_id, last_incremental_sync_at=timezone.now()
+            )
         SyncProgress.objects.filter(pk=run_id).update(
             rescan_completed=True, error_message="", updated_at=timezone.now()
         )
@@ -861,6 +929,8 @@ def resume_steps(run: SyncProgress) -> list[Step]:
         return []
     if run.sync_type == SyncType.LABELS:
         return [Step("sync_labels", user_id, (run.pk,))]
+    if run.sync_type == SyncType.HEALTH and run.status == Status.PENDING:
+        return [Step("begin_health_check", user_id, (run.pk,))]
     if run.sync_type == SyncType.INITIAL:
         if run.status == Status.PENDING or not run.start_history_id:
             return [Step("begin_initial_sync", user_id, (run.pk,))]
@@ -888,6 +958,7 @@ STAGES: dict[str, Callable[..., list[Step]]] = {
     "fetch_batch": fetch_batch,
     "incremental_sync": incremental_sync,
     "rescan_label_page": rescan_label_page,
+    "begin_health_check": begin_health_check,
 }
 PRIORITY_STAGES = {
     "begin_initial_sync",
@@ -895,4 +966,5 @@ PRIORITY_STAGES = {
     "list_page",
     "incremental_sync",
     "rescan_label_page",
+    "begin_health_check",
 }

@@ -26,3 +26,28 @@ def enqueue_steps(steps: Iterable[sync.Step]) -> None:
         async_task(
             "mailsync.tasks.run_stage", step.stage, step.user_id, *step.args, q_options=options
         )
+
+
+# --- Scheduled maintenance (see mailsync/schedules.py) -----------------------------------------
+def dispatch_incremental_syncs() -> int:
+    from .maintenance import dispatch_incremental_syncs
+
+    return dispatch_incremental_syncs()
+
+
+def resume_stalled_runs() -> int:
+    from .maintenance import resume_stalled_runs
+
+    return resume_stalled_runs()
+
+
+def start_health_checks() -> int:
+    from .maintenance import start_health_checks
+
+    return start_health_checks()
+
+
+def clean_up() -> dict:
+    from .maintenance import clean_up
+
+    return clean_up()

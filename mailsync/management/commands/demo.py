@@ -1,18 +1,409 @@
-"""`make demo`: migrate the embedded database and start the application."""
+"""`make demo`: the whole application on one machine, with a local Gmail emulator.
+
+Starts, each in its own process group:
+
+1. the Gmail API + OAuth emulator (`python -m gmail_emulator`), whose first stdout
+   line (JSON) gives its base URL and client credentials;
+2. `manage.py migrate`, then an operator account (admin / a generated password);
+3. `manage.py qcluster` (the sync workers) and `manage.py runserver`.
+
+Django settings are read once per process, and this process read them before the
+emulator existed: everything that needs GMAIL_EMULATOR_URL therefore runs in a child
+process started with the demo environment. Ctrl-C or SIGTERM stops every child and
+exits 0; a child that dies on its own stops the rest and exits 1 with its last lines.
+"""
 
 from __future__ import annotations
 
-from django.core.management import call_command
-from django.core.management.base import BaseCommand
+import collections
+import contextlib
+import json
+import os
+import secrets
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+ROOT = Path(settings.BASE_DIR)
+HOST = "127.0.0.1"
+DEMO_MAILBOX = "demo@example.com"
+SECOND_MAILBOX = "second@example.com"
+ADMIN_USERNAME = "admin"
+ADMIN_EMAIL = "admin@example.com"
+TAIL_LINES = 40
+STARTUP_TIMEOUT_S = 120
+STOP_TIMEOUT_S = 12
+
+
+class Stopped(Exception):
+    """SIGINT or SIGTERM arrived: stop everything and exit 0."""
+
+
+class ChildFailed(Exception):
+    def __init__(self, child: Child, what: str):
+        self.child = child
+        super().__init__(what)
+
+
+class Child:
+    """One subprocess in its own process group; its output goes to a log file, and
+    the last lines are kept for the error message should it die."""
+
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        log_dir: Path,
+        echo=None,
+        first_line: bool = False,
+    ):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._log = self.log_path.open("a", encoding="utf-8", errors="replace")
+        self._echo = echo
+        self._pumps: list[threading.Thread] = []
+        self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
+            args,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop the group ourselves
+        )
+        self._pump(self.process.stderr)
+        if not first_line:  # else read_first_line() starts copying stdout
+            self._pump(self.process.stdout)
+
+    def _pump(self, stream) -> None:
+        thread = threading.Thread(target=self._copy, args=(stream,), daemon=True)
+        thread.start()
+        self._pumps.append(thread)
+
+    def _copy(self, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.tail.append(line)
+            self._log.write(line + "\n")
+            self._log.flush()
+            if self._echo:
+                self._echo(f"[{self.name}] {line}")
+        stream.close()
+
+    def read_first_line(self, timeout: float, stop: threading.Event) -> str:
+        """The first stdout line (then stdout is copied like stderr)."""
+        deadline = time.monotonic() + timeout
+        buffer = b""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            while b"\n" not in buffer:
+                if stop.is_set():
+                    raise Stopped
+                if time.monotonic() > deadline:
+                    raise ChildFailed(self, f"printed nothing within {timeout:.0f} s")
+                if selector.select(0.2):
+                    chunk = os.read(self.process.stdout.fileno(), 65536)
+                    if not chunk:
+                        self.wait_quietly(5)
+                        raise ChildFailed(self, "exited before it was ready")
+                    buffer += chunk
+        line, _, rest = buffer.partition(b"\n")
+        if rest:
+            self.tail.append(rest.decode("utf-8", "replace").rstrip("\n"))
+        self._pump(self.process.stdout)
+        return line.decode("utf-8", "replace")
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_quietly(self, timeout: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout)
+        for pump in self._pumps:
+            pump.join(1)
+
+    def signal_group(self, sig: int) -> None:
+        """Signal the whole group: a qcluster's workers are children of its leader."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
+    def stop(self, deadline: float) -> None:
+        if self.running:
+            self.signal_group(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(max(0.1, deadline - time.monotonic()))
+        # Whatever is left of the group (a worker the leader did not reap) goes too.
+        self.signal_group(signal.SIGKILL)
+        self.wait_quietly(5)
+        self._log.close()
+
+    def last_lines(self) -> str:
+        return "\n".join(self.tail) or "(no output)"
+
+
+def _port_is_free(port: int) -> bool:
+    if port == 0:
+        return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (our own URL)
+            return response.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
 
 
 class Command(BaseCommand):
-    help = "Migrate the SQLite database and serve the application on 127.0.0.1:8000."
+    help = (
+        "Start the Gmail emulator, migrate, create an operator account, and run the sync "
+        "workers and the web server until Ctrl-C."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--port", type=int, default=8000, help="web server port (8000)")
+        parser.add_argument(
+            "--emulator-port",
+            type=int,
+            default=8765,
+            help="Gmail emulator port (8765; a free one if taken; 0 = any free port)",
+        )
+        parser.add_argument(
+            "--messages",
+            type=int,
+            default=3000,
+            help=f"messages in {DEMO_MAILBOX} (3000; {SECOND_MAILBOX} has 500)",
+        )
+        parser.add_argument(
+            "--activity-per-minute",
+            type=float,
+            default=6,
+            help="new mail and label changes the emulator makes per minute (6; 0 = none)",
+        )
+        parser.add_argument(
+            "--latency-ms", type=float, default=20, help="emulated Gmail latency (20 ms)"
+        )
 
-    def handle(self, *args, port: int, **options):
-        call_command("migrate", interactive=False, verbosity=0)
-        self.stdout.write(f"Open http://127.0.0.1:{port}/admin/")
-        call_command("runserver", f"127.0.0.1:{port}", use_reloader=False)
+    # --- Orchestration ---------------------------------------------------------------
+    def handle(self, *args, **options):
+        self.verbose = options["verbosity"] >= 2
+        self.children: list[Child] = []
+        self.stop_requested = threading.Event()
+        self.log_dir = Path(tempfile.mkdtemp(prefix="mailsync-demo-"))
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            self._run(options)
+        except Stopped:
+            # On a line of its own: the terminal has just echoed ^C.
+            self.stdout.write("\nStopping the demo...")
+        except ChildFailed as exc:
+            self._stop_all()
+            raise CommandError(
+                f"{exc.child.name} {exc} (exit code {exc.child.process.returncode}); "
+                f"everything else was stopped. Its last lines "
+                f"(full log: {exc.child.log_path}):\n{exc.child.last_lines()}"
+            ) from None
+        finally:
+            self._stop_all()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.stdout.write(f"Demo stopped. Logs are in {self.log_dir}")
+
+    def _on_signal(self, signum, frame) -> None:
+        # Only set the flag: writing to stdout here could re-enter a write in progress.
+        self.stop_requested.set()
+
+    def _echo(self, line: str) -> None:
+        self.stdout.write(line)
+
+    def _start(self, name: str, args: list[str], env: dict[str, str], **kwargs) -> Child:
+        echo = self._echo if self.verbose else None
+        child = Child(name, args, env, self.log_dir, echo, **kwargs)
+        self.children.append(child)
+        return child
+
+    def _stop_all(self) -> None:
+        """Web and workers first (tasks in flight finish), the emulator last."""
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        emulators = [c for c in self.children if c.name == "gmail-emulator"]
+        others = [c for c in self.children if c.name != "gmail-emulator"]
+        for child in others:
+            if child.running:
+                child.signal_group(signal.SIGTERM)
+        for child in others + emulators:
+            child.stop(deadline)
+        self.children.clear()
+
+    def _check(self) -> None:
+        if self.stop_requested.is_set():
+            raise Stopped
+        for child in self.children:
+            if not child.running:
+                child.wait_quietly(2)
+                raise ChildFailed(child, "stopped unexpectedly")
+
+    def _sleep(self, seconds: float) -> None:
+        if self.stop_requested.wait(seconds):
+            raise Stopped
+
+    def _run(self, options) -> None:
+        port = options["port"]
+        if not _port_is_free(port):
+            raise CommandError(
+                f"port {port} on {HOST} is in use (another demo?): stop it, or choose "
+                f"another port, e.g. `make demo DEMO_ARGS='--port {port + 1}'`."
+            )
+        python = sys.executable
+        manage = [python, "manage.py"]
+        base_env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+        emulator = self._start_emulator(base_env, options)
+        info = json.loads(emulator)
+        base_url = info["base_url"]
+        env = dict(
+            base_env,
+            GMAIL_EMULATOR_URL=base_url,
+            GOOGLE_CLIENT_ID=info["client_id"],
+            GOOGLE_CLIENT_SECRET=info["client_secret"],
+            DATABASE_URL=settings.DATABASE_URL,
+            MAILSYNC_INCREMENTAL_INTERVAL_MINUTES="1",
+            DEBUG="true",
+        )
+
+        self.stdout.write(f"Migrating the database ({self._database_name()})...")
+        self._run_to_end("migrate", [*manage, "migrate", "--noinput"], env)
+        password = self._reset_admin()
+
+        self._start("qcluster", [*manage, "qcluster"], env)
+        web = self._start("web", [*manage, "runserver", f"{HOST}:{port}", "--noreload"], env)
+
+        app_url = f"http://{HOST}:{port}/"
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _answers(app_url + "admin/login/"):
+            self._check()
+            if time.monotonic() > deadline:
+                raise ChildFailed(web, f"did not answer within {STARTUP_TIMEOUT_S} s")
+            self._sleep(0.3)
+
+        self._banner(app_url, base_url, password, info)
+        while True:
+            self._check()
+            self._sleep(0.5)
+
+    def _start_emulator(self, env: dict[str, str], options) -> str:
+        """Start the emulator (on a free port if the asked one is taken): its JSON line."""
+        port = options["emulator_port"]
+        if not _port_is_free(port):
+            self.stdout.write(f"Port {port} is taken: the emulator takes a free one.")
+            port = 0
+        args = [
+            sys.executable,
+            "-m",
+            "gmail_emulator",
+            "--host",
+            HOST,
+            "--mailbox",
+            f"{DEMO_MAILBOX}:{options['messages']}",
+            "--mailbox",
+            f"{SECOND_MAILBOX}:500",
+            "--activity-per-minute",
+            str(options["activity_per_minute"]),
+            "--latency-ms",
+            str(options["latency_ms"]),
+        ]
+        self.stdout.write(f"Starting the Gmail emulator ({options['messages']} messages)...")
+        for attempt_port in dict.fromkeys([port, 0]):  # retry once on any port if it lost a race
+            child = self._start(
+                "gmail-emulator", [*args, "--port", str(attempt_port)], env, first_line=True
+            )
+            try:
+                return child.read_first_line(60, self.stop_requested)
+            except ChildFailed:
+                if attempt_port == 0:
+                    raise
+                self.children.remove(child)
+                child.stop(time.monotonic() + 2)
+        raise AssertionError("unreachable")
+
+    def _run_to_end(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        child = self._start(name, args, env)
+        while child.running:
+            if self.stop_requested.is_set():
+                raise Stopped
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(0.2)
+        child.wait_quietly(5)
+        if child.process.returncode != 0:
+            raise ChildFailed(child, "failed")
+        self.children.remove(child)
+
+    def _reset_admin(self) -> str:
+        """Create the operator account, or give it a new password: printed once."""
+        from django.contrib.auth import get_user_model
+        from django.db import connections
+
+        password = secrets.token_urlsafe(12)
+        User = get_user_model()
+        try:
+            user = User.objects.filter(username=ADMIN_USERNAME).first()
+            if user is None:
+                user = User(username=ADMIN_USERNAME, email=ADMIN_EMAIL)
+            user.is_staff = user.is_superuser = user.is_active = True
+            user.set_password(password)
+            user.save()
+        finally:
+            connections.close_all()  # the workers and the web server share the file
+        return password
+
+    def _database_name(self) -> str:
+        db = settings.DATABASES["default"]
+        if db["ENGINE"].endswith("sqlite3"):
+            return f"SQLite {db['NAME']}"
+        return f"PostgreSQL {db.get('HOST') or 'localhost'}/{db['NAME']}"
+
+    def _banner(self, app_url: str, base_url: str, password: str, info: dict) -> None:
+        emails = ", ".join(mb["email"] for mb in info["mailboxes"])
+        lines = [
+            "",
+            "The demo is running.",
+            "",
+            f"  The app              {app_url}",
+            f"      Sign in with Google -> the emulator's consent page -> pick {DEMO_MAILBOX}",
+            "      -> watch the progress page fill.",
+            f"  The operator console {app_url}admin/",
+            f"      user {ADMIN_USERNAME}  password {password}"
+            "  (a new one at every start; use a private window",
+            "      or sign out, the console and the app share the session)",
+            f"  The Gmail emulator   {base_url}  (mailboxes: {emails})",
+            "",
+            "  Incremental syncs every minute; the emulator adds mail and changes labels",
+            "  a few times a minute.",
+            f"  Logs: {self.log_dir}/*.log",
+            "",
+            "Press Ctrl-C to stop everything.",
+            "",
+        ]
+        self.stdout.write("\n".join(lines))

@@ -1,0 +1,121 @@
+"""Scheduled work that keeps every mirror current and repairs what went wrong.
+
+Each function is a plain call that a Django-Q2 schedule runs (see
+mailsync/schedules.py); none needs an operator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import Max, Q
+from django.utils import timezone
+from django_q.models import Failure, Success
+
+from . import sync
+from .models import BatchSlot, EmailMessage, SyncProgress
+
+log = logging.getLogger(__name__)
+
+User = get_user_model()
+
+
+def _eligible_users():
+    return User.objects.filter(
+        is_active=True,
+        initial_sync_completed=True,
+        label_sync_completed=True,
+        gmail_history_id__isnull=False,
+        gmail_auth_error="",
+    ).exclude(sync_runs__status__in=SyncProgress.ACTIVE_STATUSES)
+
+
+def dispatch_incremental_syncs(now: dt.datetime | None = None) -> int:
+    """Runs every minute. Each user belongs to one minute of the interval (id modulo
+    the interval), so their syncs are spread over it rather than all at once; a user
+    whose last sync is overdue (a missed minute) is taken too."""
+    now = now or timezone.now()
+    interval = settings.MAILSYNC_INCREMENTAL_INTERVAL_MINUTES
+    slot = int(now.timestamp() // 60) % interval
+    overdue = now - dt.timedelta(minutes=interval * 2)
+    started = 0
+    for user in _eligible_users().iterator():
+        due = user.pk % interval == slot
+        late = user.last_incremental_sync_at is None or user.last_incremental_sync_at < overdue
+        if due or late:
+            sync.start_incremental_sync(user)
+            started += 1
+    return started
+
+
+def resume_stalled_runs() -> int:
+    """The watchdog. The database is the truth about what remains: a run whose
+    progress has not moved for MAILSYNC_STALLED_AFTER_SECONDS lost its tasks (a
+    worker died, the Redis broker dropped them): its leases are released and its
+    remaining work is enqueued again. Unfetched messages that no run is fetching
+    get batch slots too."""
+    cutoff = timezone.now() - dt.timedelta(seconds=settings.MAILSYNC_STALLED_AFTER_SECONDS)
+    resumed = 0
+    for run in SyncProgress.objects.filter(
+        status__in=SyncProgress.ACTIVE_STATUSES, updated_at__lt=cutoff
+    ).select_related("user"):
+        # Nothing moved for longer than any task may run: the holders are dead.
+        BatchSlot.objects.filter(user_id=run.user_id).update(leased_until=None)
+        EmailMessage.objects.filter(user_id=run.user_id, internal_date__isnull=True).update(
+            claimed_until=None
+        )
+        steps = sync.resume_steps(run)
+        SyncProgress.objects.filter(pk=run.pk).update(updated_at=timezone.now())
+        sync.enqueue(steps)
+        log.warning("watchdog: resumed stalled %s with %d step(s)", run, len(steps))
+        resumed += 1
+    for user_id in _users_with_orphaned_messages():
+        sync.enqueue(sync.fill_batch_slots(user_id))
+    return resumed
+
+
+def _users_with_orphaned_messages() -> list[int]:
+    now = timezone.now()
+    waiting = (
+        EmailMessage.objects.filter(
+            internal_date__isnull=True, fetch_failures__lt=sync.MAX_FETCH_FAILURES
+        )
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .values_list("user_id", flat=True)
+        .distinct()
+    )
+    busy = BatchSlot.objects.filter(leased_until__gt=now).values_list("user_id", flat=True)
+    return list(set(waiting) - set(busy))
+
+
+def start_health_checks() -> int:
+    """Daily: compare every complete mirror with Gmail and repair drift."""
+    started = 0
+    for user in _eligible_users().iterator():
+        sync.start_health_check(user)
+        started += 1
+    return started
+
+
+def clean_up(now: dt.datetime | None = None) -> dict[str, int]:
+    """Daily: forget finished runs and task results older than the retention, but
+    keep each user's latest run of every type (the page and the admin show it)."""
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(days=settings.MAILSYNC_KEEP_FINISHED_RUNS_DAYS)
+    latest = (
+        SyncProgress.objects.values("user_id", "sync_type")
+        .annotate(latest=Max("pk"))
+        .values_list("latest", flat=True)
+    )
+    runs, _ = (
+        SyncProgress.objects.exclude(status__in=SyncProgress.ACTIVE_STATUSES)
+        .filter(started_at__lt=cutoff)
+        .exclude(pk__in=list(latest))
+        .delete()
+    )
+    successes, _ = Success.objects.filter(stopped__lt=cutoff).delete()
+    failures, _ = Failure.objects.filter(stopped__lt=cutoff).delete()
+    return {"runs": runs, "successes": successes, "failures": failures}
