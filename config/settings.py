@@ -170,8 +170,14 @@ else:
 #   re-enqueues remaining work from the database, which is the truth, not the broker;
 # - catch_up=False: after downtime a schedule runs once, not once per missed slot.
 MAILSYNC_TASK_MAX_SECONDS = _int_setting("MAILSYNC_TASK_MAX_SECONDS", 120, minimum=10)
+# Where priority work (labels, listing, incremental) runs; empty = the default cluster.
+# A qcluster started with Q_CLUSTER_NAME=<this name> serves that queue only (Django-Q2
+# reads Q_CLUSTER_NAME itself; "name" stays the same everywhere because it is also
+# the salt that signs queued tasks).
+MAILSYNC_PRIORITY_CLUSTER = env.str("MAILSYNC_PRIORITY_CLUSTER", default="")
 Q_CLUSTER = {
-    "name": env.str("Q_CLUSTER_NAME", default="mailsync"),
+    "name": "mailsync",
+    "ALT_CLUSTERS": {MAILSYNC_PRIORITY_CLUSTER: {}} if MAILSYNC_PRIORITY_CLUSTER else {},
     "workers": _int_setting("Q_WORKERS", 4, minimum=1),
     "timeout": MAILSYNC_TASK_MAX_SECONDS,
     "retry": MAILSYNC_TASK_MAX_SECONDS + 15,
@@ -264,8 +270,6 @@ if MAILSYNC_MESSAGE_FORMAT not in ("full", "raw", "metadata", "minimal"):
 MAILSYNC_INCLUDE_SPAM_TRASH = _bool_setting("MAILSYNC_INCLUDE_SPAM_TRASH", True)
 MAILSYNC_QUOTA_USER_PER_MINUTE = _int_setting("MAILSYNC_QUOTA_USER_PER_MINUTE", 15_000, 1)
 MAILSYNC_QUOTA_PROJECT_PER_MINUTE = _int_setting("MAILSYNC_QUOTA_PROJECT_PER_MINUTE", 1_200_000, 1)
-# Where priority work (labels, listing, incremental) runs; empty = the default cluster.
-MAILSYNC_PRIORITY_CLUSTER = env.str("MAILSYNC_PRIORITY_CLUSTER", default="")
 MAILSYNC_INCREMENTAL_INTERVAL_MINUTES = _int_setting(
     "MAILSYNC_INCREMENTAL_INTERVAL_MINUTES", 5, minimum=1
 )

@@ -1,0 +1,100 @@
+"""`manage.py sync_user`: enqueue, follow with --wait, run --inline, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from mailsync.models import SyncProgress
+from tests.cluster import ROOT, cluster_env
+from tests.gmail_fixtures import assert_exact_mirror
+
+
+@pytest.mark.django_db
+def test_without_a_cluster_it_enqueues_and_returns(connected_mailbox, capsys):
+    user, _ = connected_mailbox(count=5)
+    call_command("sync_user", str(user.pk))
+    out = capsys.readouterr().out
+    run = SyncProgress.objects.get(user=user)
+    assert f"Sync run {run.pk} (initial)" in out
+    assert run.status == "pending"
+
+
+@pytest.mark.django_db
+def test_no_flag_chooses_incremental_once_the_initial_sync_is_done(connected_mailbox, capsys):
+    user, _ = connected_mailbox(count=20)
+    call_command("sync_user", user.email, "--inline")
+    call_command("sync_user", user.email, "--inline")
+    out = capsys.readouterr().out
+    assert "(incremental)" in out
+    assert SyncProgress.objects.get(user=user, sync_type="incremental").status == "completed"
+
+
+@pytest.mark.django_db
+def test_labels_only(connected_mailbox, emulator):
+    user, _ = connected_mailbox(count=5)
+    call_command("sync_user", user.email, "--labels", "--inline")
+    assert user.labels.count() == len(emulator.snapshot(user.email)["labels"])
+
+
+@pytest.mark.django_db
+def test_a_failed_run_is_an_error_with_its_message(connected_mailbox, emulator):
+    user, mailbox = connected_mailbox(count=5)
+    emulator.revoke_refresh_token(mailbox.refresh_token)
+    emulator.config.token_lifetime_s = 0
+    from allauth.socialaccount.models import SocialToken
+
+    SocialToken.objects.filter(account__user=user).update(token="revoked-too")
+    with pytest.raises(CommandError, match="sign in with Google again"):
+        call_command("sync_user", user.email, "--full", "--inline")
+
+
+@pytest.mark.django_db
+def test_unknown_user():
+    with pytest.raises(CommandError, match="no user"):
+        call_command("sync_user", "nobody@example.com")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_wait_follows_the_run_to_the_end(connected_mailbox, emulator, clusters):
+    user, _ = connected_mailbox(count=600)
+    env = cluster_env(emulator)
+    clusters.start(env)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "sync_user", user.email, "--full", "--wait"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "600/600 (100%)" in result.stdout
+    assert "completed: 600 messages" in result.stdout
+    assert_exact_mirror(user, emulator.snapshot(user.email))
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_wait_exits_1_when_the_run_fails(connected_mailbox, emulator, clusters):
+    user, mailbox = connected_mailbox(count=50)
+    emulator.revoke_refresh_token(mailbox.refresh_token)
+    from allauth.socialaccount.models import SocialToken
+
+    SocialToken.objects.filter(account__user=user).update(token="revoked-too")
+    env = cluster_env(emulator)
+    clusters.start(env)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "sync_user", user.email, "--full", "--wait"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "sign in with Google again" in result.stderr
