@@ -177,12 +177,19 @@ def run_step(step: Step) -> list[Step]:
 
         quota.penalize(step.user_id, DAILY_QUOTA_PAUSE_S)
         _note_on_runs(step.user_id, f"Paused: Gmail's daily quota is exhausted ({exc}).")
-    except gmail.RateLimited:
-        # Still over quota after waiting as long as a task may: try again.
-        return [step]
+    except gmail.RateLimited as exc:
+        if _worth_retrying_now(exc):
+            return [step]  # the next task waits its turn for the budget
+        # A long pause (a daily limit, a long Retry-After): no task spins meanwhile;
+        # the watchdog resumes the run from the database afterwards.
+        _note_on_runs(step.user_id, f"Paused for {exc.retry_after:.0f} s: {exc}", keep=True)
     except gmail.PermanentError as exc:
         _fail_runs(step.user_id, f"Gmail refused a request: {exc}")
     return []
+
+
+def _worth_retrying_now(exc: gmail.RateLimited) -> bool:
+    return exc.retry_after <= settings.MAILSYNC_TASK_MAX_SECONDS
 
 
 def _access_revoked(user_id: int, message: str) -> None:
@@ -198,10 +205,13 @@ def _fail_runs(user_id: int, message: str) -> None:
     )
 
 
-def _note_on_runs(user_id: int, message: str) -> None:
-    SyncProgress.objects.filter(user_id=user_id, status__in=SyncProgress.ACTIVE_STATUSES).update(
-        error_message=message, updated_at=timezone.now()
-    )
+def _note_on_runs(user_id: int, message: str, keep: bool = False) -> None:
+    """Say on the user's active runs why they are not moving (`keep`: unless they
+    already say why)."""
+    runs = SyncProgress.objects.filter(user_id=user_id, status__in=SyncProgress.ACTIVE_STATUSES)
+    if keep:
+        runs = runs.filter(error_message="")
+    runs.update(error_message=message, updated_at=timezone.now())
 
 
 # --- Labels -----------------------------------------------------------------------------------------
@@ -485,9 +495,10 @@ def fetch_batch(user_id: int, slot: int) -> list[Step]:
     pks = {gmail_id: pk for pk, gmail_id in claimed}
     try:
         result = gmail.GmailClient(user_id).get_messages(list(pks))
-    except gmail.GmailError:
+    except gmail.GmailError as exc:
         EmailMessage.objects.filter(pk__in=pks.values()).update(claimed_until=None)
-        _release_slot(user_id, slot)
+        if not (isinstance(exc, gmail.RateLimited) and _worth_retrying_now(exc)):
+            _release_slot(user_id, slot)  # this chain ends; fill_batch_slots restarts one
         raise
     store_messages(user_id, pks, result)
     _record_batch_progress(user_id)
@@ -628,6 +639,7 @@ def _record_batch_progress(user_id: int) -> None:
     initial run also counts fetched / total."""
     now = timezone.now()
     runs = SyncProgress.objects.filter(user_id=user_id, status=Status.IN_PROGRESS)
+    runs.filter(error_message__startswith="Paused").update(error_message="")
     runs.exclude(sync_type=SyncType.INITIAL).update(
         batches_completed=F("batches_completed") + 1, updated_at=now
     )

@@ -43,7 +43,8 @@ ADMIN_USERNAME = "admin"
 ADMIN_EMAIL = "admin@example.com"
 TAIL_LINES = 40
 STARTUP_TIMEOUT_S = 120
-STOP_TIMEOUT_S = 12
+STOP_TIMEOUT_S = 15
+EMULATOR = "gmail-emulator"
 
 
 class Stopped(Exception):
@@ -136,20 +137,27 @@ class Child:
         for pump in self._pumps:
             pump.join(1)
 
-    def signal_group(self, sig: int) -> None:
-        """Signal the whole group: a qcluster's workers are children of its leader."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
-
-    def stop(self, deadline: float) -> None:
+    def terminate(self) -> None:
+        """SIGTERM to the leader only. A qcluster leader then stops its workers once
+        they have finished the tasks they hold; the workers keep SIGTERM's default
+        action, so signalling the whole group would kill them mid-task."""
         if self.running:
-            self.signal_group(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(max(0.1, deadline - time.monotonic()))
-        # Whatever is left of the group (a worker the leader did not reap) goes too.
-        self.signal_group(signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+
+    def stop(self, deadline: float) -> bool:
+        """Terminate, wait until `deadline`, then SIGKILL whatever is left of the group.
+        Returns whether the child stopped in time by itself."""
+        self.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(max(0.1, deadline - time.monotonic()))
+        in_time = not self.running
+        # The group: a child the leader left behind, or all of it after the deadline.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.wait_quietly(5)
         self._log.close()
+        return in_time
 
     def last_lines(self) -> str:
         return "\n".join(self.tail) or "(no output)"
@@ -246,15 +254,21 @@ class Command(BaseCommand):
         return child
 
     def _stop_all(self) -> None:
-        """Web and workers first (tasks in flight finish), the emulator last."""
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        emulators = [c for c in self.children if c.name == "gmail-emulator"]
-        others = [c for c in self.children if c.name != "gmail-emulator"]
+        """Web and workers first (the workers finish the tasks they hold, which may
+        still call Gmail), the emulator last."""
+        emulators = [c for c in self.children if c.name == EMULATOR]
+        others = [c for c in self.children if c.name != EMULATOR]
         for child in others:
-            if child.running:
-                child.signal_group(signal.SIGTERM)
-        for child in others + emulators:
-            child.stop(deadline)
+            child.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in others:
+            if not child.stop(deadline):
+                self.stderr.write(
+                    f"{child.name} did not stop within {STOP_TIMEOUT_S} s: killed it "
+                    "(the sync resumes where it stopped at the next start)."
+                )
+        for child in emulators:
+            child.stop(time.monotonic() + 5)
         self.children.clear()
 
     def _check(self) -> None:
@@ -337,7 +351,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Starting the Gmail emulator ({options['messages']} messages)...")
         for attempt_port in dict.fromkeys([port, 0]):  # retry once on any port if it lost a race
             child = self._start(
-                "gmail-emulator", [*args, "--port", str(attempt_port)], env, first_line=True
+                EMULATOR, [*args, "--port", str(attempt_port)], env, first_line=True
             )
             try:
                 return child.read_first_line(60, self.stop_requested)
