@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -255,14 +256,30 @@ LABEL_FIELDS = [
 ]
 
 
+_HEX_COLOR = re.compile(r"#[0-9a-fA-F]{3,8}")
+
+
+def _color(value: object) -> str:
+    # Colours end up in style attributes: only a plain hex colour is kept.
+    return value if isinstance(value, str) and _HEX_COLOR.fullmatch(value) else ""
+
+
+def _count(value: object) -> int | None:
+    try:
+        number = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if 0 <= number < 2**31 else None
+
+
 def _fill_label(label: Label, data: dict) -> None:
-    color = data.get("color") or {}
-    label.name = data.get("name", label.gmail_id)[:1024]
+    color = data.get("color") if isinstance(data.get("color"), dict) else {}
+    label.name = str(data.get("name") or label.gmail_id).replace("\x00", "")[:1024]
     label.type = Label.Type.SYSTEM if data.get("type") == "system" else Label.Type.USER
-    label.text_color = color.get("textColor", "")
-    label.background_color = color.get("backgroundColor", "")
-    label.message_list_visibility = data.get("messageListVisibility", "")
-    label.label_list_visibility = data.get("labelListVisibility", "")
+    label.text_color = _color(color.get("textColor"))
+    label.background_color = _color(color.get("backgroundColor"))
+    label.message_list_visibility = str(data.get("messageListVisibility", ""))[:32]
+    label.label_list_visibility = str(data.get("labelListVisibility", ""))[:32]
     for field, key in (
         ("messages_total", "messagesTotal"),
         ("messages_unread", "messagesUnread"),
@@ -270,7 +287,7 @@ def _fill_label(label: Label, data: dict) -> None:
         ("threads_unread", "threadsUnread"),
     ):
         if key in data:
-            setattr(label, field, int(data[key]))
+            setattr(label, field, _count(data[key]))
     label.updated_at = timezone.now()
 
 

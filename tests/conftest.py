@@ -19,4 +19,3 @@ def user_factory(django_user_model):
         return django_user_model.objects.create_user(username=email, email=email, **fields)
 
     return make
-

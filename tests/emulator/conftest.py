@@ -22,8 +22,14 @@ RECORDED: list[tuple[str, Any]] = []
 
 def make_service(base_url: str, token: str) -> Any:
     creds = google.oauth2.credentials.Credentials(token)
-    return build("gmail", "v1", credentials=creds, client_options={"api_endpoint": base_url},
-                 cache_discovery=False, static_discovery=True)
+    return build(
+        "gmail",
+        "v1",
+        credentials=creds,
+        client_options={"api_endpoint": base_url},
+        cache_discovery=False,
+        static_discovery=True,
+    )
 
 
 @pytest.fixture
@@ -56,8 +62,10 @@ def run_batch(gmail: Any, base_url: str) -> Callable[[list[Any]], dict[str, tupl
 
     def run(requests: list[Any]) -> dict[str, tuple[Any, Any]]:
         results: dict[str, tuple[Any, Any]] = {}
-        batch = BatchHttpRequest(batch_uri=base_url + "batch/gmail/v1",
-                                 callback=lambda rid, resp, exc: results.__setitem__(rid, (resp, exc)))
+        batch = BatchHttpRequest(
+            batch_uri=base_url + "batch/gmail/v1",
+            callback=lambda rid, resp, exc: results.__setitem__(rid, (resp, exc)),
+        )
         for request in requests:
             batch.add(request)
         batch.execute(http=gmail._http)

@@ -12,9 +12,14 @@ from .conftest import ALICE
 
 
 def test_batch_answers_each_part(gmail, emu, run_batch):
-    ids = [m["id"] for m in gmail.users().messages().list(userId="me", maxResults=50).execute()["messages"]]
+    ids = [
+        m["id"]
+        for m in gmail.users().messages().list(userId="me", maxResults=50).execute()["messages"]
+    ]
     emu.reset_stats()
-    results = run_batch([gmail.users().messages().get(userId="me", id=i, format="metadata") for i in ids])
+    results = run_batch(
+        [gmail.users().messages().get(userId="me", id=i, format="metadata") for i in ids]
+    )
     assert len(results) == 50
     assert {resp["id"] for resp, exc in results.values()} == set(ids)
     stats = emu.stats()
@@ -23,11 +28,13 @@ def test_batch_answers_each_part(gmail, emu, run_batch):
 
 
 def test_batch_mixed_methods_and_404(gmail, run_batch):
-    results = run_batch([
-        gmail.users().getProfile(userId="me"),
-        gmail.users().messages().get(userId="me", id="18c0000000000001"),
-        gmail.users().labels().list(userId="me"),
-    ])
+    results = run_batch(
+        [
+            gmail.users().getProfile(userId="me"),
+            gmail.users().messages().get(userId="me", id="18c0000000000001"),
+            gmail.users().labels().list(userId="me"),
+        ]
+    )
     assert results["1"][0]["emailAddress"] == ALICE
     assert results["2"][1].status_code == 404
     assert results["3"][0]["labels"]
@@ -49,10 +56,15 @@ def test_batch_101_parts_refused(gmail, base_url):
 
 
 def test_batch_parts_run_concurrently(gmail, emu, run_batch):
-    ids = [m["id"] for m in gmail.users().messages().list(userId="me", maxResults=40).execute()["messages"]]
+    ids = [
+        m["id"]
+        for m in gmail.users().messages().list(userId="me", maxResults=40).execute()["messages"]
+    ]
     emu.config.latency_ms = 100
     started = time.perf_counter()
-    results = run_batch([gmail.users().messages().get(userId="me", id=i, format="minimal") for i in ids])
+    results = run_batch(
+        [gmail.users().messages().get(userId="me", id=i, format="minimal") for i in ids]
+    )
     elapsed = time.perf_counter() - started
     assert all(exc is None for _, exc in results.values())
     assert elapsed < 1.0  # 40 x 100 ms in sequence would be 4 s
@@ -60,10 +72,19 @@ def test_batch_parts_run_concurrently(gmail, emu, run_batch):
 
 def test_batch_content_ids_are_echoed(emu, base_url):
     token = emu.mailbox(ALICE).access_token
-    body = (b"--XX\r\nContent-Type: application/http\r\nContent-ID: <abc + 1>\r\n\r\n"
-            b"GET /gmail/v1/users/me/profile?alt=json HTTP/1.1\r\n\r\n\r\n--XX--\r\n")
-    req = urllib.request.Request(base_url + "batch", data=body, method="POST", headers={
-        "Content-Type": "multipart/mixed; boundary=XX", "Authorization": f"Bearer {token}"})
+    body = (
+        b"--XX\r\nContent-Type: application/http\r\nContent-ID: <abc + 1>\r\n\r\n"
+        b"GET /gmail/v1/users/me/profile?alt=json HTTP/1.1\r\n\r\n\r\n--XX--\r\n"
+    )
+    req = urllib.request.Request(
+        base_url + "batch",
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "multipart/mixed; boundary=XX",
+            "Authorization": f"Bearer {token}",
+        },
+    )
     with urllib.request.urlopen(req) as resp:
         text = resp.read().decode()
     assert "Content-ID: <response-abc + 1>" in text
@@ -71,17 +92,24 @@ def test_batch_content_ids_are_echoed(emu, base_url):
 
 
 def test_batch_part_without_auth_is_401(base_url):
-    body = (b"--XX\r\nContent-Type: application/http\r\nContent-ID: <a + 1>\r\n\r\n"
-            b"GET /gmail/v1/users/me/profile HTTP/1.1\r\n\r\n\r\n--XX--\r\n")
-    req = urllib.request.Request(base_url + "batch/gmail/v1", data=body, method="POST",
-                                 headers={"Content-Type": "multipart/mixed; boundary=XX"})
+    body = (
+        b"--XX\r\nContent-Type: application/http\r\nContent-ID: <a + 1>\r\n\r\n"
+        b"GET /gmail/v1/users/me/profile HTTP/1.1\r\n\r\n\r\n--XX--\r\n"
+    )
+    req = urllib.request.Request(
+        base_url + "batch/gmail/v1",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "multipart/mixed; boundary=XX"},
+    )
     with urllib.request.urlopen(req) as resp:
         assert "HTTP/1.1 401 Unauthorized" in resp.read().decode()
 
 
 def test_batch_not_multipart_is_400(base_url):
-    req = urllib.request.Request(base_url + "batch", data=b"{}", method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        base_url + "batch", data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req)
     assert err.value.code == 400

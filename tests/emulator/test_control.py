@@ -30,7 +30,9 @@ def test_control_client_mirrors_python_api(base_url, emu, gmail):
     ctl.untrash_message(ALICE, msg_id)
     assert emu.snapshot(ALICE)["messages"][msg_id]["labelIds"] == ["STARRED"]
     ctl.delete_message(ALICE, msg_id)
-    label_id = ctl.create_label(ALICE, "Ctl", {"textColor": "#000000", "backgroundColor": "#fad165"})
+    label_id = ctl.create_label(
+        ALICE, "Ctl", {"textColor": "#000000", "backgroundColor": "#fad165"}
+    )
     ctl.update_label(ALICE, label_id, name="Ctl2")
     assert any(lab["name"] == "Ctl2" for lab in emu.snapshot(ALICE)["labels"])
     ctl.delete_label(ALICE, label_id)
@@ -56,8 +58,22 @@ def test_control_client_mirrors_python_api(base_url, emu, gmail):
 def test_cli_prints_json_then_serves_and_stops_on_sigterm():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gmail_emulator", "--port", "0", "--mailbox", "dave@example.com:40",
-         "--seed", "5"], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "gmail_emulator",
+            "--port",
+            "0",
+            "--mailbox",
+            "dave@example.com:40",
+            "--seed",
+            "5",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     try:
         info = json.loads(proc.stdout.readline())
         assert info["client_id"] == "emulator-client-id.apps.googleusercontent.com"

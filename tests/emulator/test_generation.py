@@ -42,7 +42,9 @@ def test_content_variety(gmail, emu):
     mb = emu.mailbox(ALICE)
     charsets, encodings, types = set(), set(), set()
     for msg in list(mb.msgs.values())[:300]:
-        raw = gmail.users().messages().get(userId="me", id=mb.msg_id(msg.num), format="raw").execute()
+        raw = (
+            gmail.users().messages().get(userId="me", id=mb.msg_id(msg.num), format="raw").execute()
+        )
         text = base64.urlsafe_b64decode(raw["raw"]).decode("latin-1").lower()
         for cs in ("utf-8", "iso-8859-1", "windows-1252", "iso-2022-jp", "koi8-r"):
             if f'charset="{cs}"' in text:
@@ -84,10 +86,14 @@ def test_snippet_and_size_consistent(gmail, emu):
 def test_mbox_loading(tmp_path, base_url, emu):
     path = tmp_path / "takeout.mbox"
     box = mailbox.mbox(str(path))
-    box.add(b"From: a@example.org\nTo: bob@example.com\nSubject: first\nMessage-ID: <m1@x>\n"
-            b"Date: Mon, 01 Jan 2024 10:00:00 +0000\nX-Gmail-Labels: Inbox,Unread,Trips\n\nHello Bob\n")
-    box.add(b"From: bob@example.com\nSubject: Re: first\nIn-Reply-To: <m1@x>\nMessage-ID: <m2@x>\n"
-            b"Date: Tue, 02 Jan 2024 10:00:00 +0000\nX-Gmail-Labels: Sent\n\nThanks\n")
+    box.add(
+        b"From: a@example.org\nTo: bob@example.com\nSubject: first\nMessage-ID: <m1@x>\n"
+        b"Date: Mon, 01 Jan 2024 10:00:00 +0000\nX-Gmail-Labels: Inbox,Unread,Trips\n\nHello Bob\n"
+    )
+    box.add(
+        b"From: bob@example.com\nSubject: Re: first\nIn-Reply-To: <m1@x>\nMessage-ID: <m2@x>\n"
+        b"Date: Tue, 02 Jan 2024 10:00:00 +0000\nX-Gmail-Labels: Sent\n\nThanks\n"
+    )
     box.flush()
     box.close()
     mb = emu.add_mailbox_from_mbox("bob@example.com", str(path))

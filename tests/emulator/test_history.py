@@ -13,8 +13,12 @@ from .conftest import ALICE
 def _history(gmail, start, **kwargs):
     records, token, pages = [], None, 0
     while True:
-        page = gmail.users().history().list(userId="me", startHistoryId=start, pageToken=token,
-                                            **kwargs).execute()
+        page = (
+            gmail.users()
+            .history()
+            .list(userId="me", startHistoryId=start, pageToken=token, **kwargs)
+            .execute()
+        )
         pages += 1
         records += page.get("history", [])
         token = page.get("nextPageToken")
@@ -39,15 +43,22 @@ def test_changes_produce_typed_increasing_records(gmail, emu):
     assert int(start) < ids[0]
     assert current == gmail.users().getProfile(userId="me").execute()["historyId"]
     assert int(current) == ids[-1]
-    kinds = [next(k for k in ("messagesAdded", "messagesDeleted", "labelsAdded", "labelsRemoved")
-                  if k in r) for r in records]
+    kinds = [
+        next(
+            k
+            for k in ("messagesAdded", "messagesDeleted", "labelsAdded", "labelsRemoved")
+            if k in r
+        )
+        for r in records
+    ]
     assert kinds[0] == "messagesAdded"
     assert kinds[-1] == "messagesDeleted"
     assert records[1]["labelsAdded"][0]["labelIds"] == ["STARRED"]
     assert records[1]["labelsRemoved"][0]["labelIds"] == ["UNREAD"]
     assert records[-2]["labelsRemoved"][0]["labelIds"] == [label_id]
-    assert all(r["messages"] == [{"id": new_id, "threadId": r["messages"][0]["threadId"]}]
-               for r in records)
+    assert all(
+        r["messages"] == [{"id": new_id, "threadId": r["messages"][0]["threadId"]}] for r in records
+    )
     assert len(records) == 7
 
 
@@ -112,7 +123,9 @@ def test_expired_history_is_404(gmail, emu):
     assert err.value.status_code == 404
     assert err.value.error_details[0]["reason"] == "notFound"
     current = gmail.users().getProfile(userId="me").execute()["historyId"]
-    assert "history" not in gmail.users().history().list(userId="me", startHistoryId=current).execute()
+    assert (
+        "history" not in gmail.users().history().list(userId="me", startHistoryId=current).execute()
+    )
 
 
 def test_retention_drops_old_records(gmail, emu):

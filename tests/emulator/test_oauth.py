@@ -25,8 +25,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def _post_form(url, data, headers=None):
-    req = urllib.request.Request(url, data=urllib.parse.urlencode(data).encode(), method="POST",
-                                 headers=headers or {})
+    req = urllib.request.Request(
+        url, data=urllib.parse.urlencode(data).encode(), method="POST", headers=headers or {}
+    )
     try:
         with urllib.request.urlopen(req) as resp:
             return resp.status, json.load(resp)
@@ -35,10 +36,19 @@ def _post_form(url, data, headers=None):
 
 
 def _consent(base_url, emu, **extra):
-    params = {"client_id": emu.client_id, "redirect_uri": REDIRECT, "response_type": "code",
-              "scope": "openid email https://www.googleapis.com/auth/gmail.readonly",
-              "state": "xyz", "access_type": "offline", "prompt": "consent", **extra}
-    with urllib.request.urlopen(base_url + "o/oauth2/v2/auth?" + urllib.parse.urlencode(params)) as r:
+    params = {
+        "client_id": emu.client_id,
+        "redirect_uri": REDIRECT,
+        "response_type": "code",
+        "scope": "openid email https://www.googleapis.com/auth/gmail.readonly",
+        "state": "xyz",
+        "access_type": "offline",
+        "prompt": "consent",
+        **extra,
+    }
+    with urllib.request.urlopen(
+        base_url + "o/oauth2/v2/auth?" + urllib.parse.urlencode(params)
+    ) as r:
         page = r.read().decode()
     match = re.search(r'data-email="alice@example.com" href="([^"]+)"', page)
     assert match, page
@@ -55,9 +65,17 @@ def _consent(base_url, emu, **extra):
 
 
 def _exchange(base_url, emu, code, **extra):
-    return _post_form(base_url + "token", {
-        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
-        "client_id": emu.client_id, "client_secret": emu.client_secret, **extra})
+    return _post_form(
+        base_url + "token",
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "client_id": emu.client_id,
+            "client_secret": emu.client_secret,
+            **extra,
+        },
+    )
 
 
 def _claims(jwt):
@@ -88,7 +106,9 @@ def test_id_token_claims_and_signature(base_url, emu):
     assert claims["name"]
     assert claims["sub"].isdigit()
     header, body, sig = tokens["id_token"].split(".")
-    expected = hmac.new(emu.client_secret.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest()
+    expected = hmac.new(
+        emu.client_secret.encode(), f"{header}.{body}".encode(), hashlib.sha256
+    ).digest()
     assert base64.urlsafe_b64encode(expected).rstrip(b"=").decode() == sig
     _, second = _exchange(base_url, emu, _consent(base_url, emu))
     assert _claims(second["id_token"])["sub"] == claims["sub"]
@@ -96,7 +116,9 @@ def test_id_token_claims_and_signature(base_url, emu):
 
 def test_pkce(base_url, emu):
     verifier = "v" * 50
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
     code = _consent(base_url, emu, code_challenge=challenge, code_challenge_method="S256")
     assert _exchange(base_url, emu, code, code_verifier="wrong")[0] == 400
     code = _consent(base_url, emu, code_challenge=challenge, code_challenge_method="S256")
@@ -106,30 +128,46 @@ def test_pkce(base_url, emu):
 def test_refresh_basic_auth_and_revoke(base_url, emu):
     _, tokens = _exchange(base_url, emu, _consent(base_url, emu))
     basic = base64.b64encode(f"{emu.client_id}:{emu.client_secret}".encode()).decode()
-    status, fresh = _post_form(base_url + "token", {"grant_type": "refresh_token",
-                                                    "refresh_token": tokens["refresh_token"]},
-                               {"Authorization": f"Basic {basic}"})
+    status, fresh = _post_form(
+        base_url + "token",
+        {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        {"Authorization": f"Basic {basic}"},
+    )
     assert status == 200
     assert fresh["access_token"] != tokens["access_token"]
     assert "refresh_token" not in fresh
     assert emu.revoke_refresh_token(tokens["refresh_token"])
-    status, err = _post_form(base_url + "o/oauth2/token", {
-        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
-        "client_id": emu.client_id, "client_secret": emu.client_secret})
+    status, err = _post_form(
+        base_url + "o/oauth2/token",
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": emu.client_id,
+            "client_secret": emu.client_secret,
+        },
+    )
     assert status == 400
     assert err["error"] == "invalid_grant"
     assert err["error_description"]
-    req = urllib.request.Request(base_url + "gmail/v1/users/me/profile",
-                                 headers={"Authorization": f"Bearer {fresh['access_token']}"})
+    req = urllib.request.Request(
+        base_url + "gmail/v1/users/me/profile",
+        headers={"Authorization": f"Bearer {fresh['access_token']}"},
+    )
     with pytest.raises(urllib.error.HTTPError) as http_err:
         urllib.request.urlopen(req)
     assert http_err.value.code == 401
 
 
 def test_wrong_client_secret(base_url, emu):
-    status, body = _post_form(base_url + "token", {
-        "grant_type": "refresh_token", "refresh_token": emu.mailbox(ALICE).refresh_token,
-        "client_id": emu.client_id, "client_secret": "nope"})
+    status, body = _post_form(
+        base_url + "token",
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": emu.mailbox(ALICE).refresh_token,
+            "client_id": emu.client_id,
+            "client_secret": "nope",
+        },
+    )
     assert status == 401
     assert body["error"] == "invalid_client"
 
@@ -140,14 +178,25 @@ def test_wrong_client_id_on_consent(base_url):
     assert err.value.code == 400
 
 
-@pytest.mark.parametrize("path", ["v1/userinfo", "oauth2/v1/userinfo", "oauth2/v2/userinfo",
-                                  "oauth2/v3/userinfo"])
+@pytest.mark.parametrize(
+    "path", ["v1/userinfo", "oauth2/v1/userinfo", "oauth2/v2/userinfo", "oauth2/v3/userinfo"]
+)
 def test_userinfo(base_url, emu, path):
-    req = urllib.request.Request(base_url + path, headers={
-        "Authorization": f"Bearer {emu.mailbox(ALICE).access_token}"})
+    req = urllib.request.Request(
+        base_url + path, headers={"Authorization": f"Bearer {emu.mailbox(ALICE).access_token}"}
+    )
     with urllib.request.urlopen(req) as resp:
         info = json.load(resp)
     assert info["email"] == ALICE
     assert info["id"] == info["sub"]
-    assert set(info) == {"id", "sub", "email", "verified_email", "email_verified", "name",
-                         "given_name", "family_name", "picture"}
+    assert set(info) == {
+        "id",
+        "sub",
+        "email",
+        "verified_email",
+        "email_verified",
+        "name",
+        "given_name",
+        "family_name",
+        "picture",
+    }

@@ -42,8 +42,9 @@ def test_push_after_watch(gmail, emu):
         assert data["emailAddress"] == ALICE
         assert set(body["message"]) >= {"data", "messageId", "publishTime"}
         deadline = time.time() + 2.5
-        while time.time() < deadline and int(json.loads(base64.b64decode(
-                received[-1]["message"]["data"]))["historyId"]) < int(emu.snapshot(ALICE)["historyId"]):
+        while time.time() < deadline and int(
+            json.loads(base64.b64decode(received[-1]["message"]["data"]))["historyId"]
+        ) < int(emu.snapshot(ALICE)["historyId"]):
             time.sleep(0.05)
         last = json.loads(base64.b64decode(received[-1]["message"]["data"]))
         assert str(last["historyId"]) == emu.snapshot(ALICE)["historyId"]

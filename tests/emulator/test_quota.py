@@ -50,7 +50,10 @@ def test_project_quota(gmail, emu):
 
 
 def test_batch_with_one_part_over_quota(gmail, emu, run_batch):
-    ids = [m["id"] for m in gmail.users().messages().list(userId="me", maxResults=10).execute()["messages"]]
+    ids = [
+        m["id"]
+        for m in gmail.users().messages().list(userId="me", maxResults=10).execute()["messages"]
+    ]
     emu.config.quota_user_per_minute = 5 + 9 * 5  # list already spent 5; room for 9 gets
     results = run_batch([gmail.users().messages().get(userId="me", id=i) for i in ids])
     errors = [exc for _, exc in results.values() if exc is not None]
@@ -75,7 +78,9 @@ def test_concurrent_request_limit(emu, base_url):
             service.users().getProfile(userId="me").execute()
             status = 200
         except HttpError as exc:
-            status = exc.status_code if "Too many concurrent requests for user" in exc.reason else -1
+            status = (
+                exc.status_code if "Too many concurrent requests for user" in exc.reason else -1
+            )
         with lock:
             statuses.append(status)
 

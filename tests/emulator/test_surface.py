@@ -40,8 +40,10 @@ def test_other_user_is_forbidden(gmail):
 
 
 def test_unknown_token_is_401_auth_error(base_url):
-    req = urllib.request.Request(base_url + "gmail/v1/users/me/messages?alt=json",
-                                 headers={"Authorization": "Bearer not-a-token"})
+    req = urllib.request.Request(
+        base_url + "gmail/v1/users/me/messages?alt=json",
+        headers={"Authorization": "Bearer not-a-token"},
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req)
     assert err.value.code == 401
@@ -54,10 +56,20 @@ def test_expired_token_is_refreshed_by_the_client(emu, base_url):
     """google-auth sees the 401, refreshes at the emulator's token endpoint and retries."""
     mb = emu.mailbox(ALICE)
     creds = google.oauth2.credentials.Credentials(
-        emu.issue_access_token(ALICE, lifetime_s=-1), refresh_token=mb.refresh_token,
-        token_uri=base_url + "token", client_id=emu.client_id, client_secret=emu.client_secret)
-    gmail = build("gmail", "v1", credentials=creds, client_options={"api_endpoint": base_url},
-                  cache_discovery=False, static_discovery=True)
+        emu.issue_access_token(ALICE, lifetime_s=-1),
+        refresh_token=mb.refresh_token,
+        token_uri=base_url + "token",
+        client_id=emu.client_id,
+        client_secret=emu.client_secret,
+    )
+    gmail = build(
+        "gmail",
+        "v1",
+        credentials=creds,
+        client_options={"api_endpoint": base_url},
+        cache_discovery=False,
+        static_discovery=True,
+    )
     assert gmail.users().getProfile(userId="me").execute()["emailAddress"] == ALICE
     assert emu.stats()["by_status"]["401"] == 1
     assert emu.stats()["by_method"]["oauth2.token"] == 1
@@ -84,29 +96,41 @@ def test_list_defaults_and_estimate(gmail):
 def test_list_label_ids_must_all_match(gmail, emu):
     snap = emu.snapshot(ALICE)["messages"]
     ids = _all_ids(gmail, labelIds=["INBOX", "IMPORTANT"])
-    expected = [i for i, m in snap.items() if {"INBOX", "IMPORTANT"} <= set(m["labelIds"])
-                and not {"SPAM", "TRASH"} & set(m["labelIds"])]
+    expected = [
+        i
+        for i, m in snap.items()
+        if {"INBOX", "IMPORTANT"} <= set(m["labelIds"])
+        and not {"SPAM", "TRASH"} & set(m["labelIds"])
+    ]
     assert sorted(ids) == sorted(expected)
     assert ids
 
 
-@pytest.mark.parametrize(("q", "check"), [
-    ("in:inbox", lambda m: "INBOX" in m["labelIds"]),
-    ("label:work-projects", None),
-    ("is:unread", lambda m: "UNREAD" in m["labelIds"]),
-    ("in:spam", lambda m: "SPAM" in m["labelIds"]),
-    ("after:2024/01/01", lambda m: int(m["internalDate"]) >= 1704067200000),
-    ("before:1704067200", lambda m: int(m["internalDate"]) < 1704067200000),
-])
+@pytest.mark.parametrize(
+    ("q", "check"),
+    [
+        ("in:inbox", lambda m: "INBOX" in m["labelIds"]),
+        ("label:work-projects", None),
+        ("is:unread", lambda m: "UNREAD" in m["labelIds"]),
+        ("in:spam", lambda m: "SPAM" in m["labelIds"]),
+        ("after:2024/01/01", lambda m: int(m["internalDate"]) >= 1704067200000),
+        ("before:1704067200", lambda m: int(m["internalDate"]) < 1704067200000),
+    ],
+)
 def test_list_q(gmail, emu, q, check):
     snap = emu.snapshot(ALICE)["messages"]
     ids = _all_ids(gmail, q=q, maxResults=500)
     if check is None:
-        label = next(lab["id"] for lab in emu.snapshot(ALICE)["labels"] if lab["name"] == "Work/Projects")
+        label = next(
+            lab["id"] for lab in emu.snapshot(ALICE)["labels"] if lab["name"] == "Work/Projects"
+        )
         check = lambda m: label in m["labelIds"]  # noqa: E731
     spam_trash = q == "in:spam"
-    expected = [i for i, m in snap.items() if check(m)
-                and (spam_trash or not {"SPAM", "TRASH"} & set(m["labelIds"]))]
+    expected = [
+        i
+        for i, m in snap.items()
+        if check(m) and (spam_trash or not {"SPAM", "TRASH"} & set(m["labelIds"]))
+    ]
     assert sorted(ids) == sorted(expected)
 
 
@@ -134,8 +158,12 @@ def test_get_formats(gmail):
     minimal = gmail.users().messages().get(userId="me", id=msg_id, format="minimal").execute()
     assert "payload" not in minimal
     assert minimal["snippet"] == full["snippet"]
-    meta = gmail.users().messages().get(userId="me", id=msg_id, format="metadata",
-                                        metadataHeaders=["Subject", "From"]).execute()
+    meta = (
+        gmail.users()
+        .messages()
+        .get(userId="me", id=msg_id, format="metadata", metadataHeaders=["Subject", "From"])
+        .execute()
+    )
     assert {h["name"] for h in meta["payload"]["headers"]} == {"Subject", "From"}
 
 
@@ -164,8 +192,13 @@ def test_full_payload_tree_and_attachments(gmail, emu):
                 assert len(body["data"]) % 4 == 0  # padded like Google
             if "attachmentId" in body:
                 found += 1
-                att = gmail.users().messages().attachments().get(
-                    userId="me", messageId=msg_id, id=body["attachmentId"]).execute()
+                att = (
+                    gmail.users()
+                    .messages()
+                    .attachments()
+                    .get(userId="me", messageId=msg_id, id=body["attachmentId"])
+                    .execute()
+                )
                 assert len(base64.urlsafe_b64decode(att["data"])) == att["size"] == body["size"]
             if part["partId"]:
                 parent_id = part["partId"].rpartition(".")[0]
@@ -174,24 +207,53 @@ def test_full_payload_tree_and_attachments(gmail, emu):
 
 
 def test_insert_modify_trash_untrash_delete(gmail, emu):
-    raw = (b"From: x@example.org\r\nTo: alice@example.com\r\nSubject: hello\r\n"
-           b"Message-ID: <ins-1@example.org>\r\n\r\nHi Alice, see you soon.\r\n")
-    msg = gmail.users().messages().insert(userId="me", body={
-        "raw": base64.urlsafe_b64encode(raw).decode(), "labelIds": ["INBOX", "UNREAD"]}).execute()
+    raw = (
+        b"From: x@example.org\r\nTo: alice@example.com\r\nSubject: hello\r\n"
+        b"Message-ID: <ins-1@example.org>\r\n\r\nHi Alice, see you soon.\r\n"
+    )
+    msg = (
+        gmail.users()
+        .messages()
+        .insert(
+            userId="me",
+            body={"raw": base64.urlsafe_b64encode(raw).decode(), "labelIds": ["INBOX", "UNREAD"]},
+        )
+        .execute()
+    )
     got = gmail.users().messages().get(userId="me", id=msg["id"]).execute()
     assert got["snippet"] == "Hi Alice, see you soon."
     assert got["labelIds"] == ["INBOX", "UNREAD"]
-    reply = (b"From: alice@example.com\r\nSubject: Re: hello\r\nIn-Reply-To: <ins-1@example.org>\r\n"
-             b"\r\nThanks\r\n")
-    reply_msg = gmail.users().messages().insert(userId="me", body={
-        "raw": base64.urlsafe_b64encode(reply).decode(), "labelIds": ["SENT"]}).execute()
+    reply = (
+        b"From: alice@example.com\r\nSubject: Re: hello\r\nIn-Reply-To: <ins-1@example.org>\r\n"
+        b"\r\nThanks\r\n"
+    )
+    reply_msg = (
+        gmail.users()
+        .messages()
+        .insert(
+            userId="me",
+            body={"raw": base64.urlsafe_b64encode(reply).decode(), "labelIds": ["SENT"]},
+        )
+        .execute()
+    )
     assert reply_msg["threadId"] == msg["threadId"]
-    modified = gmail.users().messages().modify(userId="me", id=msg["id"], body={
-        "addLabelIds": ["STARRED"], "removeLabelIds": ["UNREAD"]}).execute()
+    modified = (
+        gmail.users()
+        .messages()
+        .modify(
+            userId="me",
+            id=msg["id"],
+            body={"addLabelIds": ["STARRED"], "removeLabelIds": ["UNREAD"]},
+        )
+        .execute()
+    )
     assert modified["labelIds"] == ["INBOX", "STARRED"]
-    assert "TRASH" in gmail.users().messages().trash(userId="me", id=msg["id"]).execute()["labelIds"]
+    assert (
+        "TRASH" in gmail.users().messages().trash(userId="me", id=msg["id"]).execute()["labelIds"]
+    )
     assert gmail.users().messages().untrash(userId="me", id=msg["id"]).execute()["labelIds"] == [
-        "STARRED"]
+        "STARRED"
+    ]
     gmail.users().messages().delete(userId="me", id=msg["id"]).execute()
     assert msg["id"] not in emu.snapshot(ALICE)["messages"]
 
@@ -199,13 +261,20 @@ def test_insert_modify_trash_untrash_delete(gmail, emu):
 def test_modify_unknown_label_is_400(gmail):
     msg_id = gmail.users().messages().list(userId="me").execute()["messages"][0]["id"]
     with pytest.raises(HttpError) as err:
-        gmail.users().messages().modify(userId="me", id=msg_id, body={"addLabelIds": ["Nope"]}).execute()
+        gmail.users().messages().modify(
+            userId="me", id=msg_id, body={"addLabelIds": ["Nope"]}
+        ).execute()
     assert err.value.status_code == 400
 
 
 def test_batch_modify(gmail, emu):
-    ids = [m["id"] for m in gmail.users().messages().list(userId="me", maxResults=20).execute()["messages"]]
-    gmail.users().messages().batchModify(userId="me", body={"ids": ids, "addLabelIds": ["STARRED"]}).execute()
+    ids = [
+        m["id"]
+        for m in gmail.users().messages().list(userId="me", maxResults=20).execute()["messages"]
+    ]
+    gmail.users().messages().batchModify(
+        userId="me", body={"ids": ids, "addLabelIds": ["STARRED"]}
+    ).execute()
     snap = emu.snapshot(ALICE)["messages"]
     assert all("STARRED" in snap[i]["labelIds"] for i in ids)
 
@@ -221,17 +290,33 @@ def test_labels_crud_and_counters(gmail, emu):
     snap = emu.snapshot(ALICE)["messages"]
     assert inbox["messagesTotal"] == sum("INBOX" in m["labelIds"] for m in snap.values())
     assert inbox["threadsTotal"] <= inbox["messagesTotal"]
-    assert inbox["messagesUnread"] == sum({"INBOX", "UNREAD"} <= set(m["labelIds"]) for m in snap.values())
-    created = gmail.users().labels().create(userId="me", body={
-        "name": "Emu", "color": {"textColor": "#000000", "backgroundColor": "#fad165"}}).execute()
+    assert inbox["messagesUnread"] == sum(
+        {"INBOX", "UNREAD"} <= set(m["labelIds"]) for m in snap.values()
+    )
+    created = (
+        gmail.users()
+        .labels()
+        .create(
+            userId="me",
+            body={"name": "Emu", "color": {"textColor": "#000000", "backgroundColor": "#fad165"}},
+        )
+        .execute()
+    )
     assert created["id"].startswith("Label_")
     with pytest.raises(HttpError) as err:
         gmail.users().labels().create(userId="me", body={"name": "Emu"}).execute()
     assert err.value.status_code == 409
-    patched = gmail.users().labels().patch(userId="me", id=created["id"], body={"name": "Emu2"}).execute()
+    patched = (
+        gmail.users().labels().patch(userId="me", id=created["id"], body={"name": "Emu2"}).execute()
+    )
     assert patched["name"] == "Emu2"
     assert patched["color"]["backgroundColor"] == "#fad165"
-    updated = gmail.users().labels().update(userId="me", id=created["id"], body={"name": "Emu3"}).execute()
+    updated = (
+        gmail.users()
+        .labels()
+        .update(userId="me", id=created["id"], body={"name": "Emu3"})
+        .execute()
+    )
     assert updated["name"] == "Emu3"
     assert "color" not in updated
     gmail.users().labels().delete(userId="me", id=created["id"]).execute()
@@ -246,8 +331,12 @@ def test_threads(gmail, emu):
     assert page["nextPageToken"]
     seen, token = [], None
     while True:
-        page = gmail.users().threads().list(userId="me", maxResults=50, pageToken=token,
-                                            includeSpamTrash=True).execute()
+        page = (
+            gmail.users()
+            .threads()
+            .list(userId="me", maxResults=50, pageToken=token, includeSpamTrash=True)
+            .execute()
+        )
         seen += [t["id"] for t in page.get("threads", [])]
         token = page.get("nextPageToken")
         if not token:
@@ -277,8 +366,12 @@ def test_method_override_for_long_urls(gmail, emu):
     many = [f"X-Header-{i}" for i in range(300)]
     msg_id = gmail.users().messages().list(userId="me").execute()["messages"][0]["id"]
     before = emu.stats()["by_method"].get("gmail.users.messages.get", 0)
-    meta = gmail.users().messages().get(userId="me", id=msg_id, format="metadata",
-                                        metadataHeaders=[*many, "Subject"]).execute()
+    meta = (
+        gmail.users()
+        .messages()
+        .get(userId="me", id=msg_id, format="metadata", metadataHeaders=[*many, "Subject"])
+        .execute()
+    )
     assert [h["name"] for h in meta["payload"]["headers"]] == ["Subject"]
     assert emu.stats()["by_method"]["gmail.users.messages.get"] == before + 1
 
@@ -286,9 +379,15 @@ def test_method_override_for_long_urls(gmail, emu):
 def test_raw_override_request(base_url, emu):
     token = emu.mailbox(ALICE).access_token
     req = urllib.request.Request(
-        base_url + "gmail/v1/users/me/messages", data=b"maxResults=2&labelIds=INBOX",
-        method="POST", headers={"Authorization": f"Bearer {token}", "x-http-method-override": "GET",
-                                "Content-Type": "application/x-www-form-urlencoded"})
+        base_url + "gmail/v1/users/me/messages",
+        data=b"maxResults=2&labelIds=INBOX",
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "x-http-method-override": "GET",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
     with urllib.request.urlopen(req) as resp:
         assert len(json.load(resp)["messages"]) == 2
 
@@ -297,9 +396,14 @@ def test_media_upload_insert(base_url, emu):
     """The /upload form of insert (the client itself builds an https URL for it, so raw HTTP)."""
     raw = b"From: a@example.org\r\nSubject: upload\r\n\r\nuploaded body\r\n"
     req = urllib.request.Request(
-        base_url + "upload/gmail/v1/users/me/messages?uploadType=media", data=raw, method="POST",
-        headers={"Authorization": f"Bearer {emu.mailbox(ALICE).access_token}",
-                 "Content-Type": "message/rfc822"})
+        base_url + "upload/gmail/v1/users/me/messages?uploadType=media",
+        data=raw,
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {emu.mailbox(ALICE).access_token}",
+            "Content-Type": "message/rfc822",
+        },
+    )
     with urllib.request.urlopen(req) as resp:
         msg = json.load(resp)
     assert emu.snapshot(ALICE)["messages"][msg["id"]]["labelIds"] == []

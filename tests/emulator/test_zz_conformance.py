@@ -17,8 +17,11 @@ import pytest
 
 from .conftest import ALICE, RECORDED
 
-DISCOVERY = json.loads((Path(googleapiclient.__file__).parent / "discovery_cache" / "documents"
-                        / "gmail.v1.json").read_text())
+DISCOVERY = json.loads(
+    (
+        Path(googleapiclient.__file__).parent / "discovery_cache" / "documents" / "gmail.v1.json"
+    ).read_text()
+)
 SCHEMAS = DISCOVERY["schemas"]
 
 
@@ -117,12 +120,15 @@ def test_every_method_conforms(emu, gmail, run_batch):
             part = stack.pop()
             stack += part.get("parts", [])
             if "attachmentId" in part["body"]:
-                messages.attachments().get(userId="me", messageId=mb.msg_id(msg.num),
-                                           id=part["body"]["attachmentId"]).execute()
+                messages.attachments().get(
+                    userId="me", messageId=mb.msg_id(msg.num), id=part["body"]["attachmentId"]
+                ).execute()
     raw = base64.urlsafe_b64encode(b"Subject: conf\r\n\r\nbody\r\n").decode()
     new = messages.insert(userId="me", body={"raw": raw, "labelIds": ["INBOX"]}).execute()
     messages.modify(userId="me", id=new["id"], body={"addLabelIds": [created["id"]]}).execute()
-    messages.batchModify(userId="me", body={"ids": [new["id"]], "addLabelIds": ["STARRED"]}).execute()
+    messages.batchModify(
+        userId="me", body={"ids": [new["id"]], "addLabelIds": ["STARRED"]}
+    ).execute()
     messages.trash(userId="me", id=new["id"]).execute()
     messages.untrash(userId="me", id=new["id"]).execute()
     labels.delete(userId="me", id=created["id"]).execute()
@@ -136,12 +142,24 @@ def test_every_method_conforms(emu, gmail, run_batch):
     recorded = list(emu.responses)
     covered = {method_id for method_id, _ in recorded}
     assert covered >= {
-        "gmail.users.getProfile", "gmail.users.watch", "gmail.users.labels.list",
-        "gmail.users.labels.get", "gmail.users.labels.create", "gmail.users.labels.patch",
-        "gmail.users.labels.update", "gmail.users.messages.list", "gmail.users.messages.get",
-        "gmail.users.messages.attachments.get", "gmail.users.messages.insert",
-        "gmail.users.messages.modify", "gmail.users.messages.trash", "gmail.users.messages.untrash",
-        "gmail.users.threads.list", "gmail.users.threads.get", "gmail.users.history.list"}
+        "gmail.users.getProfile",
+        "gmail.users.watch",
+        "gmail.users.labels.list",
+        "gmail.users.labels.get",
+        "gmail.users.labels.create",
+        "gmail.users.labels.patch",
+        "gmail.users.labels.update",
+        "gmail.users.messages.list",
+        "gmail.users.messages.get",
+        "gmail.users.messages.attachments.get",
+        "gmail.users.messages.insert",
+        "gmail.users.messages.modify",
+        "gmail.users.messages.trash",
+        "gmail.users.messages.untrash",
+        "gmail.users.threads.list",
+        "gmail.users.threads.get",
+        "gmail.users.history.list",
+    }
     assert check(recorded) == []
 
 

@@ -139,3 +139,17 @@ def test_resync_keeps_fetched_messages_and_drops_deleted_ones(connected_mailbox,
     assert run.status == "completed"
     assert_exact_mirror(user, emulator.snapshot(user.email))
     assert emulator.stats()["fetches"] == {}
+
+
+def test_malformed_label_metadata_is_stored_safely(connected_mailbox, emulator):
+    user, _ = connected_mailbox(count=5)
+    label_id = emulator.create_label(
+        user.email,
+        "Odd\x00 label",
+        color={"textColor": "red;background:url(//evil.example)", "backgroundColor": "#16a765"},
+    )
+    run_full(user)
+    label = user.labels.get(gmail_id=label_id)
+    assert label.name == "Odd label"
+    assert label.text_color == ""
+    assert label.background_color == "#16a765"

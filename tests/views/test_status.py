@@ -85,7 +85,7 @@ def test_another_users_mailbox_does_not_leak(
 
 def test_hostile_label_colors_are_dropped(google_user, label_factory):
     user = google_user()
-    label_factory(user, "x", background_color="red;background:url(//evil)", text_color="#fff")
+    label_factory(user, "x", background_color="red;x:url(//e)", text_color="#fff")
 
     label = mailbox_status(user)["labels"][0]
 
