@@ -41,12 +41,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def _location(url: str) -> str:
-    try:
+    with pytest.raises(urllib.error.HTTPError) as redirect:
         urllib.request.build_opener(_NoRedirect).open(url, timeout=10)
-    except urllib.error.HTTPError as redirect:
-        assert redirect.code == 302
-        return redirect.headers["Location"]
-    raise AssertionError("the consent page did not redirect back")
+    assert redirect.value.code == 302
+    return redirect.value.headers["Location"]
 
 
 def sign_in_with_google(client, email: str):
@@ -57,7 +55,7 @@ def sign_in_with_google(client, email: str):
     assert "https://www.googleapis.com/auth/gmail.readonly" in asked["scope"][0].split()
     assert asked["access_type"] == ["offline"]
     assert asked["prompt"] == ["consent"]
-    page = urllib.request.urlopen(consent_url, timeout=10).read().decode()  # noqa: S310
+    page = urllib.request.urlopen(consent_url, timeout=10).read().decode()
     href = re.search(rf'data-email="{re.escape(email)}" href="([^"]+)"', page).group(1)
     callback = urlsplit(_location(urljoin(consent_url, unescape(href))))
     assert callback.path == "/accounts/google/login/callback/"
