@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT_S = 30
 MAX_ATTEMPTS = 5
-BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 16.0
 
 
@@ -149,7 +148,8 @@ def classify(exc: HttpError) -> GmailError:
 
 def backoff_delay(attempt: int) -> float:
     """Exponential backoff with full jitter (attempt 0 = first retry)."""
-    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+    base = settings.MAILSYNC_RETRY_BACKOFF_SECONDS
+    return random.uniform(0, min(BACKOFF_CAP_S, base * 2**attempt))
 
 
 # --- The client ---------------------------------------------------------------------------------

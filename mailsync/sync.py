@@ -317,6 +317,8 @@ def begin_initial_sync(user_id: int, run_id: int) -> list[Step]:
     profile = client.get_profile()
     import_labels(user_id, client)
     User.objects.filter(pk=user_id).update(gmail_auth_error="")
+    # A new full sync gives messages that failed before a fresh set of attempts.
+    EmailMessage.objects.filter(user_id=user_id, fetch_failures__gt=0).update(fetch_failures=0)
     # An earlier attempt's history id is older, so replays more: keep it.
     SyncProgress.objects.filter(pk=run_id, start_history_id="").update(
         start_history_id=profile.history_id

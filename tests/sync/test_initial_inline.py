@@ -153,3 +153,25 @@ def test_malformed_label_metadata_is_stored_safely(connected_mailbox, emulator):
     assert label.name == "Odd label"
     assert label.text_color == ""
     assert label.background_color == "#16a765"
+
+
+def test_a_message_that_never_fetches_fails_the_run_by_name_and_is_retried_next_time(
+    connected_mailbox, emulator, settings
+):
+    settings.MAILSYNC_RETRY_BACKOFF_SECONDS = 0.01
+    user, _ = connected_mailbox(count=20)
+    run = sync.start_initial_sync(user)
+    steps = sync.run_step(sync.resume_steps(run)[0])
+    steps = sync.run_step(steps[0])  # listed
+    broken = EmailMessage.objects.filter(user=user).order_by("listing_order").first().gmail_id
+    emulator.script_fault(rf"/messages/{broken}$", count=10_000, status=500, reason="backendError")
+    sync.run_inline(steps)
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert broken in run.error_message
+    assert EmailMessage.objects.filter(user=user, internal_date__isnull=True).count() == 1
+
+    emulator.clear_faults()
+    again = run_full(user)
+    assert again.status == "completed"
+    assert_exact_mirror(user, emulator.snapshot(user.email))

@@ -98,8 +98,9 @@ class Child:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.tail.append(line)
-            self._log.write(line + "\n")
-            self._log.flush()
+            with contextlib.suppress(ValueError):  # closed by stop() after its deadline
+                self._log.write(line + "\n")
+                self._log.flush()
             if self._echo:
                 self._echo(f"[{self.name}] {line}")
         stream.close()
@@ -212,13 +213,20 @@ class Command(BaseCommand):
         parser.add_argument(
             "--latency-ms", type=float, default=20, help="emulated Gmail latency (20 ms)"
         )
+        parser.add_argument(
+            "--log-dir",
+            type=Path,
+            default=None,
+            help="where the children's logs go (a new temporary directory)",
+        )
 
     # --- Orchestration ---------------------------------------------------------------
     def handle(self, *args, **options):
         self.verbose = options["verbosity"] >= 2
         self.children: list[Child] = []
         self.stop_requested = threading.Event()
-        self.log_dir = Path(tempfile.mkdtemp(prefix="mailsync-demo-"))
+        self.log_dir = options["log_dir"] or Path(tempfile.mkdtemp(prefix="mailsync-demo-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
