@@ -179,6 +179,9 @@ Q_CLUSTER = {
     "name": "mailsync",
     "ALT_CLUSTERS": {MAILSYNC_PRIORITY_CLUSTER: {}} if MAILSYNC_PRIORITY_CLUSTER else {},
     "workers": _int_setting("Q_WORKERS", 4, minimum=1),
+    # Tasks a cluster fetches ahead (default workers squared): a stopped or killed
+    # cluster holds these locked until `retry`, so keep it small.
+    "queue_limit": 2 * _int_setting("Q_WORKERS", 4, minimum=1),
     "timeout": MAILSYNC_TASK_MAX_SECONDS,
     "retry": MAILSYNC_TASK_MAX_SECONDS + 15,
     "max_attempts": 3,

@@ -279,10 +279,11 @@ class GmailClient:
     def get_messages(self, message_ids: Iterable[str], fmt: str | None = None) -> BatchResult:
         """users.messages.get for up to 100 ids in one batch (5 units each)."""
         fmt = fmt or settings.MAILSYNC_MESSAGE_FORMAT
+        messages = self.service.users().messages()  # built once: each build costs ~0.5 ms
         return self._batch(
             "users.messages.get",
             list(message_ids),
-            lambda mid: self.service.users().messages().get(userId="me", id=mid, format=fmt),
+            lambda mid: messages.get(userId="me", id=mid, format=fmt),
         )
 
     def history_page(self, start_history_id: str, page_token: str = "") -> HistoryPage:

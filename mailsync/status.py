@@ -169,11 +169,36 @@ def _latest_runs(user) -> dict[str, SyncProgress]:
     return {run.sync_type: run for run in SyncProgress.objects.filter(condition, user=user)}
 
 
+# What Gmail's own interface calls its system labels (the API names them by id).
+SYSTEM_LABEL_NAMES = {
+    "INBOX": "Inbox",
+    "SENT": "Sent",
+    "DRAFT": "Drafts",
+    "SPAM": "Spam",
+    "TRASH": "Trash",
+    "UNREAD": "Unread",
+    "STARRED": "Starred",
+    "IMPORTANT": "Important",
+    "CHAT": "Chats",
+    "CATEGORY_PERSONAL": "Primary",
+    "CATEGORY_SOCIAL": "Social",
+    "CATEGORY_PROMOTIONS": "Promotions",
+    "CATEGORY_UPDATES": "Updates",
+    "CATEGORY_FORUMS": "Forums",
+}
+
+
+def label_display_name(label: Label) -> str:
+    if label.type == Label.Type.SYSTEM:
+        return SYSTEM_LABEL_NAMES.get(label.gmail_id, label.name)
+    return label.name
+
+
 def _label_dict(label: Label) -> dict[str, Any]:
     return {
         "id": label.pk,
         "gmail_id": label.gmail_id,
-        "name": label.name,
+        "name": label_display_name(label),
         "type": label.type,
         "text_color": label.text_color if _HEX_COLOR.match(label.text_color) else "",
         "background_color": (
@@ -272,7 +297,11 @@ def mailbox_status(user) -> dict[str, Any]:
     else:
         incremental_state = PENDING
     if next_due is None:
-        next_due_display = "after the first full sync" if not user.initial_sync_completed else ""
+        next_due_display = (
+            "after the first full sync"
+            if not user.initial_sync_completed
+            else f"within {settings.MAILSYNC_INCREMENTAL_INTERVAL_MINUTES} min"
+        )
     elif next_due <= now:
         next_due_display = "due now"
     else:

@@ -391,8 +391,11 @@ def list_page(user_id: int, run_id: int) -> list[Step]:
 
 def _refresh_counts(run: SyncProgress) -> None:
     messages = EmailMessage.objects.filter(user_id=run.user_id)
-    run.num_total = messages.count()
-    run.num_processed = run.num_total - messages.filter(internal_date__isnull=True).count()
+    listed = messages.count()
+    # Until the listing ends, the profile's messagesTotal (set when the run began) is
+    # the better total: the progress bar must not jump backwards as pages arrive.
+    run.num_total = listed if run.listing_completed else max(listed, run.num_total)
+    run.num_processed = listed - messages.filter(internal_date__isnull=True).count()
 
 
 def complete_initial_sync_if_done(user_id: int) -> bool:

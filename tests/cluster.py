@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -70,7 +71,16 @@ class Cluster:
                 self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        self.kill(signal.SIGTERM)
+        """Graceful: SIGTERM to the leader only (its workers finish their tasks)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=30)
+        self.kill()
+
+    def close(self) -> None:
+        self.kill()
+        Path(self.log.name).unlink(missing_ok=True)
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")[-5000:]

@@ -109,4 +109,4 @@ def clusters():
 
     yield Starter()
     for cluster in started:
-        cluster.kill()
+        cluster.close()

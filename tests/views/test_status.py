@@ -51,7 +51,7 @@ def test_owner_gets_counts_labels_and_fragments(
     assert data["stages"]["listing"]["listed"] == 4
     assert data["active_run"]["id"] == run.pk
     assert data["active_run"]["percentage"] == 75
-    assert [label["name"] for label in data["labels"]] == ["INBOX", "Work"]
+    assert [label["name"] for label in data["labels"]] == ["Inbox", "Work"]  # Gmail's own name
     assert data["labels"][0]["messages_unread"] == 2
     assert data["labels"][1]["background_color"] == "#16a765"
     assert data["needs_reauth"] is False

@@ -234,7 +234,7 @@ class Command(BaseCommand):
             self._run(options)
         except Stopped:
             # On a line of its own: the terminal has just echoed ^C.
-            self.stdout.write("\nStopping the demo...")
+            self._say("\nStopping the demo...")
         except ChildFailed as exc:
             self._stop_all()
             raise CommandError(
@@ -246,14 +246,20 @@ class Command(BaseCommand):
             self._stop_all()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        self.stdout.write(f"Demo stopped. Logs are in {self.log_dir}")
+        self._say(f"Demo stopped. Logs are in {self.log_dir}")
 
     def _on_signal(self, signum, frame) -> None:
         # Only set the flag: writing to stdout here could re-enter a write in progress.
         self.stop_requested.set()
 
+    def _say(self, text: str) -> None:
+        """Write and flush: through a pipe (`make demo | tee`) or into a file, stdout is
+        block-buffered and the banner would not show."""
+        self.stdout.write(text)
+        self.stdout.flush()
+
     def _echo(self, line: str) -> None:
-        self.stdout.write(line)
+        self._say(line)
 
     def _start(self, name: str, args: list[str], env: dict[str, str], **kwargs) -> Child:
         echo = self._echo if self.verbose else None
@@ -271,9 +277,11 @@ class Command(BaseCommand):
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for child in others:
             if not child.stop(deadline):
+                note = (
+                    " (the sync carries on at the next start)" if child.name == "qcluster" else ""
+                )
                 self.stderr.write(
-                    f"{child.name} did not stop within {STOP_TIMEOUT_S} s: killed it "
-                    "(the sync resumes where it stopped at the next start)."
+                    f"{child.name} did not stop within {STOP_TIMEOUT_S} s: killed{note}."
                 )
         for child in emulators:
             child.stop(time.monotonic() + 5)
@@ -315,7 +323,7 @@ class Command(BaseCommand):
             DEBUG="true",
         )
 
-        self.stdout.write(f"Migrating the database ({self._database_name()})...")
+        self._say(f"Migrating the database ({self._database_name()})...")
         self._run_to_end("migrate", [*manage, "migrate", "--noinput"], env)
         password = self._reset_admin()
 
@@ -339,7 +347,7 @@ class Command(BaseCommand):
         """Start the emulator (on a free port if the asked one is taken): its JSON line."""
         port = options["emulator_port"]
         if not _port_is_free(port):
-            self.stdout.write(f"Port {port} is taken: the emulator takes a free one.")
+            self._say(f"Port {port} is taken: the emulator takes a free one.")
             port = 0
         args = [
             sys.executable,
@@ -356,7 +364,7 @@ class Command(BaseCommand):
             "--latency-ms",
             str(options["latency_ms"]),
         ]
-        self.stdout.write(f"Starting the Gmail emulator ({options['messages']} messages)...")
+        self._say(f"Starting the Gmail emulator ({options['messages']} messages)...")
         for attempt_port in dict.fromkeys([port, 0]):  # retry once on any port if it lost a race
             child = self._start(
                 EMULATOR, [*args, "--port", str(attempt_port)], env, first_line=True
@@ -428,4 +436,4 @@ class Command(BaseCommand):
             "Press Ctrl-C to stop everything.",
             "",
         ]
-        self.stdout.write("\n".join(lines))
+        self._say("\n".join(lines))
