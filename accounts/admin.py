@@ -87,22 +87,27 @@ class UserAdmin(BaseUserAdmin):
     # --- Actions ----------------------------------------------------------------
 
     def _start(self, request, queryset, run_type: str, start, description: str) -> None:
+        """Call `start` for each user; a run that was already active before counts as
+        skipped (the start functions return it instead of starting a second one)."""
         users = list(queryset)
-        busy = set(
+        already_active = set(
             SyncProgress.objects.filter(
-                user__in=users, sync_type=run_type, status__in=SyncProgress.ACTIVE_STATUSES
-            ).values_list("user_id", flat=True)
+                user__in=users, status__in=SyncProgress.ACTIVE_STATUSES
+            ).values_list("pk", flat=True)
         )
-        queued = skipped = 0
+        queued = skipped = other_type = 0
         for user in users:
-            if user.pk in busy:
+            run = start(user)
+            if run.pk in already_active:
                 skipped += 1
                 continue
-            start(user)
             queued += 1
+            other_type += run.sync_type != run_type
+        # start_incremental_sync starts an initial sync for anyone without a full one.
+        note = f" ({other_type} as initial sync: no full sync yet)" if other_type else ""
         self.message_user(
             request,
-            f"{description}: queued {queued} user{'s' if queued != 1 else ''}, "
+            f"{description}: queued {queued} user{'s' if queued != 1 else ''}{note}, "
             f"skipped {skipped} already running.",
             messages.SUCCESS if queued else messages.WARNING,
         )
@@ -113,31 +118,12 @@ class UserAdmin(BaseUserAdmin):
 
     @admin.action(description="Run incremental sync")
     def run_incremental_sync(self, request, queryset):
-        users = list(queryset)
-        # start_incremental_sync returns the active initial run of anyone who has one,
-        # and starts an initial sync for anyone without a complete mirror yet.
-        active = SyncProgress.objects.filter(
-            user__in=users, status__in=SyncProgress.ACTIVE_STATUSES
-        ).values_list("user_id", "sync_type")
-        busy = {
-            user_id
-            for user_id, sync_type in active
-            if sync_type in (RUN_TYPES.INITIAL, RUN_TYPES.INCREMENTAL)
-        }
-        queued = fallback = skipped = 0
-        for user in users:
-            if user.pk in busy:
-                skipped += 1
-                continue
-            fallback += not user.can_sync_incrementally
-            sync.start_incremental_sync(user)
-            queued += 1
-        note = f" ({fallback} as initial sync: no full sync yet)" if fallback else ""
-        self.message_user(
+        self._start(
             request,
-            f"Incremental sync: queued {queued} user{'s' if queued != 1 else ''}{note}, "
-            f"skipped {skipped} already running.",
-            messages.SUCCESS if queued else messages.WARNING,
+            queryset,
+            RUN_TYPES.INCREMENTAL,
+            sync.start_incremental_sync,
+            "Incremental sync",
         )
 
     @admin.action(description="Sync labels")

@@ -58,20 +58,25 @@ def test_unknown_user():
         call_command("sync_user", "nobody@example.com")
 
 
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_wait_follows_the_run_to_the_end(connected_mailbox, emulator, clusters):
-    user, _ = connected_mailbox(count=600)
-    env = cluster_env(emulator)
-    clusters.start(env)
-    result = subprocess.run(
-        [sys.executable, "manage.py", "sync_user", user.email, "--full", "--wait"],
+def sync_user_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`manage.py sync_user` as an operator runs it, for its output and exit status."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "sync_user", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_wait_follows_the_run_to_the_end(connected_mailbox, emulator, clusters):
+    user, _ = connected_mailbox(count=600)
+    env = cluster_env(emulator)
+    clusters.start(env)
+    result = sync_user_process(env, user.email, "--full", "--wait")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "600/600 (100%)" in result.stdout
     assert "completed: 600 messages" in result.stdout
@@ -88,13 +93,6 @@ def test_wait_exits_1_when_the_run_fails(connected_mailbox, emulator, clusters):
     SocialToken.objects.filter(account__user=user).update(token="revoked-too")
     env = cluster_env(emulator)
     clusters.start(env)
-    result = subprocess.run(
-        [sys.executable, "manage.py", "sync_user", user.email, "--full", "--wait"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = sync_user_process(env, user.email, "--full", "--wait")
     assert result.returncode == 1
     assert "sign in with Google again" in result.stderr
