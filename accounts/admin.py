@@ -33,7 +33,13 @@ class UserAdmin(BaseUserAdmin):
     )
     list_filter = ("initial_sync_completed", "label_sync_completed", "is_staff", "is_active")
     search_fields = ("email", "username", "first_name", "last_name")
-    actions = ("run_initial_sync", "run_incremental_sync", "run_label_sync", "reset_sync_state")
+    actions = (
+        "run_initial_sync",
+        "run_incremental_sync",
+        "run_label_sync",
+        "run_health_check",
+        "reset_sync_state",
+    )
     fieldsets = (
         *BaseUserAdmin.fieldsets,
         (
@@ -129,6 +135,10 @@ class UserAdmin(BaseUserAdmin):
     @admin.action(description="Sync labels")
     def run_label_sync(self, request, queryset):
         self._start(request, queryset, RUN_TYPES.LABELS, sync.start_label_sync, "Label sync")
+
+    @admin.action(description="Run health check (compare with Gmail, repair drift)")
+    def run_health_check(self, request, queryset):
+        self._start(request, queryset, RUN_TYPES.HEALTH, sync.start_health_check, "Health check")
 
     @admin.action(description="Reset sync state")
     def reset_sync_state(self, request, queryset):

@@ -102,6 +102,16 @@ def test_label_sync(admin_client, google_user, run_factory):
     assert SyncProgress.objects.count() == 3
 
 
+def test_health_check_waits_for_any_other_run(admin_client, google_user, run_factory):
+    idle, busy = google_user(), google_user()
+    run_factory(busy, sync_type=SyncType.INCREMENTAL, status=Status.IN_PROGRESS)
+
+    response = _act(admin_client, "run_health_check", [idle, busy])
+
+    assert _messages(response) == ["Health check: queued 1 user, skipped 1 already running."]
+    assert _active(SyncType.HEALTH) == {idle.pk}
+
+
 def test_reset_asks_for_confirmation_then_resets(
     admin_client, google_user, run_factory, message_factory
 ):
