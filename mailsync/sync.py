@@ -79,9 +79,16 @@ def _create_run(user, sync_type: str, **fields) -> tuple[SyncProgress, bool]:
 
 
 def start_initial_sync(user) -> SyncProgress:
-    """Start a full sync (or return the one already running)."""
+    """Start a full sync (or return the one already running). It supersedes an active
+    incremental sync or health check: the full sync re-lists everything, and the next
+    incremental sync replays history from the point the full sync started."""
     run, created = _create_run(user, SyncType.INITIAL)
     if created:
+        active_runs(user).filter(sync_type__in=RELISTING_TYPES).update(
+            status=Status.FAILED,
+            error_message="Superseded by a full sync.",
+            completed_at=timezone.now(),
+        )
         enqueue([Step("begin_initial_sync", user.pk, (run.pk,))])
     return run
 

@@ -175,3 +175,16 @@ def test_a_message_that_never_fetches_fails_the_run_by_name_and_is_retried_next_
     again = run_full(user)
     assert again.status == "completed"
     assert_exact_mirror(user, emulator.snapshot(user.email))
+
+
+def test_a_full_sync_supersedes_a_running_incremental_one(connected_mailbox):
+    user, _ = connected_mailbox(count=10)
+    run_full(user)
+    incremental = sync.start_incremental_sync(user)
+    assert incremental.sync_type == "incremental"
+    full = sync.start_initial_sync(user)
+    incremental.refresh_from_db()
+    assert incremental.status == "failed"
+    assert incremental.error_message == "Superseded by a full sync."
+    assert full.sync_type == "initial"
+    assert run_full(user).status == "completed"
