@@ -46,11 +46,13 @@ class GmailError(Exception):
 
 
 class RateLimited(GmailError):
-    """Too many requests: retry after `retry_after` seconds."""
+    """Too many requests: retry after `retry_after` seconds. `concurrency` means too
+    many requests at once (not the quota): retry, but the budget is not cut."""
 
-    def __init__(self, message: str, retry_after: float, **kw):
+    def __init__(self, message: str, retry_after: float, concurrency: bool = False, **kw):
         super().__init__(message, **kw)
         self.retry_after = retry_after
+        self.concurrency = concurrency
 
 
 class DailyQuotaExhausted(GmailError):
@@ -134,7 +136,10 @@ def classify(exc: HttpError) -> GmailError:
     if status == 429 or (
         status == 403 and reason in ("userRateLimitExceeded", "rateLimitExceeded")
     ):
-        return RateLimited(text, retry_after=_retry_after(exc) or 1.0, **kw)
+        concurrency = "concurrent" in message.lower()
+        return RateLimited(
+            text, retry_after=_retry_after(exc) or 1.0, concurrency=concurrency, **kw
+        )
     if status == 403 and reason in ("dailyLimitExceeded", "quotaExceeded"):
         return DailyQuotaExhausted(text, **kw)
     if status == 401 or (status == 403 and reason in ("insufficientPermissions", "forbidden")):
@@ -198,7 +203,9 @@ class GmailClient:
             time.sleep(reservation.wait_s)
 
     def _wait_or_raise(self, error: GmailError, attempt: int, deadline: float) -> None:
-        if isinstance(error, RateLimited):
+        if isinstance(error, RateLimited) and error.concurrency:
+            delay = backoff_delay(attempt)  # the others finish soon; the budget is fine
+        elif isinstance(error, RateLimited):
             quota.penalize(self.user_id, error.retry_after)
             delay = error.retry_after
         elif isinstance(error, TransientError):

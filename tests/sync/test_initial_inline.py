@@ -188,3 +188,18 @@ def test_a_full_sync_supersedes_a_running_incremental_one(connected_mailbox):
     assert incremental.error_message == "Superseded by a full sync."
     assert full.sync_type == "initial"
     assert run_full(user).status == "completed"
+
+
+def test_too_many_concurrent_requests_is_retried_without_cutting_the_budget(
+    connected_mailbox, emulator, settings
+):
+    from mailsync.models import QuotaBucket
+
+    settings.MAILSYNC_RETRY_BACKOFF_SECONDS = 0.01
+    emulator.config.concurrent_requests_per_user = 20  # a batch of 50 exceeds it
+    user, _ = connected_mailbox(count=150)
+    run = run_full(user)
+    assert run.status == "completed", run.error_message
+    assert_exact_mirror(user, emulator.snapshot(user.email))
+    assert emulator.stats()["by_status"].get("429", 0) > 0
+    assert QuotaBucket.objects.get(key=f"user:{user.pk}").slow_until == 0
