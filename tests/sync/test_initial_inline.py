@@ -196,7 +196,8 @@ def test_too_many_concurrent_requests_is_retried_without_cutting_the_budget(
     from mailsync.models import QuotaBucket
 
     settings.MAILSYNC_RETRY_BACKOFF_SECONDS = 0.01
-    emulator.config.concurrent_requests_per_user = 20  # a batch of 50 exceeds it
+    emulator.config.concurrent_requests_per_user = 20  # a batch of 50 exceeds it...
+    emulator.config.latency_ms = 40  # ...when its parts are served side by side
     user, _ = connected_mailbox(count=150)
     run = run_full(user)
     assert run.status == "completed", run.error_message
