@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ LISTING_PAGE_SIZE = 500
 # listing_order of a message = page index * this + position on the page.
 LISTING_ORDER_PAGE_STRIDE = 1000
 MAX_FETCH_FAILURES = 5
+# How long a batch chain waits before looking again at messages other workers hold.
+CLAIM_RETRY_S = 1.0
 DAILY_QUOTA_PAUSE_S = 3600.0
 
 
@@ -515,6 +518,13 @@ def fetch_batch(user_id: int, slot: int) -> list[Step]:
     """Stage 4: fetch one batch of claimed messages and store them; keep the slot
     and go on while work remains."""
     claimed = claim_messages(user_id, settings.MAILSYNC_BATCH_SIZE)
+    if not claimed and _claimed_elsewhere(user_id):
+        # Other workers hold the rest. If they are alive they finish soon; if they
+        # died (SIGKILL) their leases run out: keep the slot and look again, so the
+        # work is picked up then, not only when the watchdog comes by.
+        _renew_slot(user_id, slot)
+        time.sleep(CLAIM_RETRY_S)
+        return [Step("fetch_batch", user_id, (slot,))]
     if not claimed:
         _release_slot(user_id, slot)
         complete_initial_sync_if_done(user_id)
@@ -534,6 +544,15 @@ def fetch_batch(user_id: int, slot: int) -> list[Step]:
     complete_initial_sync_if_done(user_id)
     complete_incremental_if_done(user_id)
     return [Step("fetch_batch", user_id, (slot,))]
+
+
+def _claimed_elsewhere(user_id: int) -> bool:
+    return EmailMessage.objects.filter(
+        user_id=user_id,
+        internal_date__isnull=True,
+        fetch_failures__lt=MAX_FETCH_FAILURES,
+        claimed_until__gte=timezone.now(),
+    ).exists()
 
 
 def _renew_slot(user_id: int, slot: int) -> None:

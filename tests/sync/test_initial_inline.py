@@ -204,3 +204,27 @@ def test_too_many_concurrent_requests_is_retried_without_cutting_the_budget(
     assert_exact_mirror(user, emulator.snapshot(user.email))
     assert emulator.stats()["by_status"].get("429", 0) > 0
     assert QuotaBucket.objects.get(key=f"user:{user.pk}").slow_until == 0
+
+
+def test_messages_held_by_a_dead_worker_are_fetched_when_its_lease_runs_out(
+    connected_mailbox, emulator
+):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    user, _ = connected_mailbox(count=30)
+    run = sync.start_initial_sync(user)
+    steps = sync.run_step(sync.resume_steps(run)[0])
+    steps = sync.run_step(steps[0])  # listed
+    # A worker claimed everything and was killed.
+    held = EmailMessage.objects.filter(user=user)
+    held.update(claimed_until=timezone.now() + dt.timedelta(seconds=60))
+    fetch = next(step for step in steps if step.stage == "fetch_batch")
+    # The chain keeps its slot and looks again instead of ending.
+    assert sync.run_step(fetch) == [fetch]
+    held.update(claimed_until=timezone.now() - dt.timedelta(seconds=1))  # lease ran out
+    sync.run_inline([fetch])
+    run.refresh_from_db()
+    assert run.status == "completed"
+    assert_exact_mirror(user, emulator.snapshot(user.email))
