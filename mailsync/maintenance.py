@@ -11,7 +11,7 @@ import logging
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Max, Q
+from django.db.models import Max
 from django.utils import timezone
 from django_q.models import Failure, Success
 
@@ -79,14 +79,7 @@ def resume_stalled_runs() -> int:
 
 def _users_with_orphaned_messages() -> list[int]:
     now = timezone.now()
-    waiting = (
-        EmailMessage.objects.filter(
-            internal_date__isnull=True, fetch_failures__lt=sync.MAX_FETCH_FAILURES
-        )
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .values_list("user_id", flat=True)
-        .distinct()
-    )
+    waiting = sync.claimable_messages(now).values_list("user_id", flat=True).distinct()
     busy = BatchSlot.objects.filter(leased_until__gt=now).values_list("user_id", flat=True)
     return list(set(waiting) - set(busy))
 
