@@ -12,7 +12,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -222,13 +223,12 @@ class GmailClient:
         for attempt in range(MAX_ATTEMPTS):
             self._reserve(quota.COSTS[method])
             try:
-                return make_request().execute(num_retries=0)
+                with _transport_errors_named():
+                    return make_request().execute(num_retries=0)
             except HttpError as exc:
                 error = classify(exc)
-            except (google.auth.exceptions.RefreshError, RefreshRefused) as exc:
-                raise AccessRevoked(f"Google refused access: {exc}") from exc
-            except (TimeoutError, httplib2.HttpLib2Error, OSError) as exc:
-                error = TransientError(f"network error talking to Gmail: {exc!r}")
+            except TransientError as exc:
+                error = exc
             self._wait_or_raise(error, attempt, deadline)
         raise AssertionError("unreachable")
 
@@ -366,21 +366,30 @@ class GmailClient:
         for part_id in ids:
             batch.add(make_request(part_id), request_id=part_id)
         try:
-            batch.execute()
+            with _transport_errors_named():
+                batch.execute()
         except HttpError as exc:
             whole = classify(exc)
             if isinstance(whole, (AccessRevoked, DailyQuotaExhausted, PermanentError)):
                 raise whole from exc
             return {part_id: whole for part_id in ids if part_id not in result.found}
-        except (google.auth.exceptions.RefreshError, RefreshRefused) as exc:
-            raise AccessRevoked(f"Google refused access: {exc}") from exc
-        except (TimeoutError, httplib2.HttpLib2Error, OSError) as exc:
-            whole = TransientError(f"network error talking to Gmail: {exc!r}")
+        except TransientError as whole:
             return {part_id: whole for part_id in ids if part_id not in result.found}
         for error in errors.values():
             if isinstance(error, (AccessRevoked, DailyQuotaExhausted)):
                 raise error
         return errors
+
+
+@contextmanager
+def _transport_errors_named() -> Iterator[None]:
+    """A refused token refresh means revoked access; a network failure is transient."""
+    try:
+        yield
+    except (google.auth.exceptions.RefreshError, RefreshRefused) as exc:
+        raise AccessRevoked(f"Google refused access: {exc}") from exc
+    except (TimeoutError, httplib2.HttpLib2Error, OSError) as exc:
+        raise TransientError(f"network error talking to Gmail: {exc!r}") from exc
 
 
 def _most_urgent(errors: Iterable[GmailError]) -> GmailError:
