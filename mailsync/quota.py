@@ -64,13 +64,17 @@ def user_key(user_id: int) -> str:
     return f"user:{user_id}"
 
 
+def _ensure_buckets(keys: list[str]) -> None:
+    # One INSERT ... ON CONFLICT DO NOTHING: this runs before every Gmail call.
+    QuotaBucket.objects.bulk_create([QuotaBucket(key=key) for key in keys], ignore_conflicts=True)
+
+
 class DatabaseStore:
     """GCRA state in QuotaBucket rows, updated under a row lock."""
 
     def reserve(self, limits: dict[str, float], units: int, now: float, max_wait: float):
         keys = sorted(limits)
-        for key in keys:
-            QuotaBucket.objects.get_or_create(key=key)
+        _ensure_buckets(keys)
         with transaction.atomic():
             buckets = {
                 b.key: b for b in QuotaBucket.objects.select_for_update().filter(key__in=keys)
@@ -87,7 +91,7 @@ class DatabaseStore:
             return Reservation(True, wait)
 
     def penalize(self, key: str, retry_after: float, now: float) -> None:
-        QuotaBucket.objects.get_or_create(key=key)
+        _ensure_buckets([key])
         with transaction.atomic():
             bucket = QuotaBucket.objects.select_for_update().get(key=key)
             bucket.tat = max(bucket.tat, now + retry_after)
