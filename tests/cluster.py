@@ -17,6 +17,12 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def redis_test_url(offset: int = 0) -> str:
+    """A Redis database for tests; TEST_REDIS_DB_BASE keeps parallel checkouts apart."""
+    base = int(os.environ.get("TEST_REDIS_DB_BASE", "14"))
+    return f"redis://127.0.0.1:6379/{(base + offset) % 16}"
+
+
 def database_url() -> str:
     """The URL of the database the tests use right now (the test database)."""
     db = connection.settings_dict

@@ -10,12 +10,12 @@ import pytest
 import redis
 
 from mailsync.models import SyncProgress
-from tests.cluster import ROOT, cluster_env, wait_for
+from tests.cluster import ROOT, cluster_env, redis_test_url, wait_for
 from tests.gmail_fixtures import assert_exact_mirror
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = redis_test_url()
 
 
 @pytest.fixture

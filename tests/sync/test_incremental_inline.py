@@ -8,6 +8,7 @@ import pytest
 
 from mailsync import gmail, sync
 from mailsync.models import EmailMessage, SyncProgress
+from mailsync.sync import incremental
 from tests.gmail_fixtures import assert_exact_mirror
 
 pytestmark = pytest.mark.django_db
@@ -131,7 +132,7 @@ def test_a_crash_between_pages_ends_in_the_exact_mirror(synced, emulator, monkey
     old_history_id = user.gmail_history_id
     mutate(emulator, user.email)
     emulator.force_empty_history_pages(user.email, 2)  # three pages at least
-    monkeypatch.setattr(sync, "HISTORY_PAGES_PER_STEP", 1)
+    monkeypatch.setattr(incremental, "HISTORY_PAGES_PER_STEP", 1)
     progress = sync.start_incremental_sync(user)
     follow_up = sync.run_step(sync.resume_steps(progress)[0])
     # The worker dies here: the follow-up step is lost.

@@ -6,10 +6,11 @@ import pytest
 from django.conf import settings
 
 from mailsync import quota
+from tests.cluster import redis_test_url
 
 pytestmark = pytest.mark.django_db
 
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+REDIS_TEST_URL = redis_test_url(1)
 
 
 @pytest.fixture(params=["database", "redis"])

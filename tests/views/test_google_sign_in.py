@@ -95,9 +95,9 @@ def test_after_revocation_the_page_asks_to_sign_in_and_signing_in_resumes(
     sign_in_with_google(client, "erin@example.com")
     run = SyncProgress.objects.get(user__email="erin@example.com")
     # What the sync does when Google refuses the tokens:
-    from mailsync.sync import _access_revoked
+    from mailsync.sync import access_revoked
 
-    _access_revoked(run.user_id, "invalid_grant: Token has been expired or revoked.")
+    access_revoked(run.user_id, "invalid_grant: Token has been expired or revoked.")
     page = client.get("/").content.decode()
     assert 'id="reauth-banner"' in page
     client.logout()

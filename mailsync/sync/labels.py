@@ -1,0 +1,150 @@
+"""Labels: every label with its metadata and counters, and messages' label links."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from .. import gmail
+from ..models import Label, MessageLabel, SyncProgress
+from .runs import start_label_sync
+from .steps import Step
+
+User = get_user_model()
+Status = SyncProgress.Status
+
+
+def import_labels(user_id: int, client: gmail.GmailClient) -> set[str]:
+    """Mirror every label with its metadata and counters; delete labels that are gone.
+
+    Returns the label ids Gmail has now.
+    """
+    listed = client.list_labels()
+    details: dict[str, dict] = {}
+    ids = [label["id"] for label in listed]
+    for start in range(0, len(ids), 100):
+        details.update(client.get_labels(ids[start : start + 100]).found)
+    with transaction.atomic():
+        existing = {label.gmail_id: label for label in Label.objects.filter(user_id=user_id)}
+        new, changed = [], []
+        for item in listed:
+            data = {**item, **details.get(item["id"], {})}
+            label = existing.get(item["id"]) or Label(user_id=user_id, gmail_id=item["id"])
+            _fill_label(label, data)
+            (changed if label.pk else new).append(label)
+        Label.objects.bulk_create(new, ignore_conflicts=True)
+        Label.objects.bulk_update(changed, LABEL_FIELDS)
+        Label.objects.filter(user_id=user_id).exclude(gmail_id__in=ids).delete()
+        User.objects.filter(pk=user_id).update(label_sync_completed=True)
+    return set(ids)
+
+
+LABEL_FIELDS = [
+    "name",
+    "type",
+    "text_color",
+    "background_color",
+    "message_list_visibility",
+    "label_list_visibility",
+    "messages_total",
+    "messages_unread",
+    "threads_total",
+    "threads_unread",
+    "updated_at",
+]
+
+
+_HEX_COLOR = re.compile(r"#[0-9a-fA-F]{3,8}")
+
+
+def _color(value: object) -> str:
+    # Colours end up in style attributes: only a plain hex colour is kept.
+    return value if isinstance(value, str) and _HEX_COLOR.fullmatch(value) else ""
+
+
+def _count(value: object) -> int | None:
+    try:
+        number = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if 0 <= number < 2**31 else None
+
+
+def _fill_label(label: Label, data: dict) -> None:
+    color = data.get("color") if isinstance(data.get("color"), dict) else {}
+    label.name = str(data.get("name") or label.gmail_id).replace("\x00", "")[:1024]
+    label.type = Label.Type.SYSTEM if data.get("type") == "system" else Label.Type.USER
+    label.text_color = _color(color.get("textColor"))
+    label.background_color = _color(color.get("backgroundColor"))
+    label.message_list_visibility = str(data.get("messageListVisibility", ""))[:32]
+    label.label_list_visibility = str(data.get("labelListVisibility", ""))[:32]
+    for field, key in (
+        ("messages_total", "messagesTotal"),
+        ("messages_unread", "messagesUnread"),
+        ("threads_total", "threadsTotal"),
+        ("threads_unread", "threadsUnread"),
+    ):
+        if key in data:
+            setattr(label, field, _count(data[key]))
+    label.updated_at = timezone.now()
+
+
+def sync_labels(user_id: int, run_id: int) -> list[Step]:
+    """Stage: a label-only run."""
+    if not SyncProgress.objects.filter(pk=run_id, status__in=SyncProgress.ACTIVE_STATUSES).exists():
+        return []
+    SyncProgress.objects.filter(pk=run_id).update(status=Status.IN_PROGRESS)
+    ids = import_labels(user_id, gmail.GmailClient(user_id))
+    SyncProgress.objects.filter(pk=run_id, status__in=SyncProgress.ACTIVE_STATUSES).update(
+        status=Status.COMPLETED,
+        num_total=len(ids),
+        num_processed=len(ids),
+        completed_at=timezone.now(),
+    )
+    return []
+
+
+def label_pks_for(user_id: int, gmail_ids: set[str]) -> dict[str, int]:
+    """Label pks by Gmail id; a label we do not know yet gets a placeholder row and a
+    label sync is started to fill it in."""
+    known = dict(
+        Label.objects.filter(user_id=user_id, gmail_id__in=gmail_ids).values_list("gmail_id", "pk")
+    )
+    missing = gmail_ids - known.keys()
+    if missing:
+        Label.objects.bulk_create(
+            [
+                Label(
+                    user_id=user_id,
+                    gmail_id=gid,
+                    name=gid,
+                    type=Label.Type.USER if gid.startswith("Label_") else Label.Type.SYSTEM,
+                )
+                for gid in missing
+            ],
+            ignore_conflicts=True,
+        )
+        known.update(
+            Label.objects.filter(user_id=user_id, gmail_id__in=missing).values_list(
+                "gmail_id", "pk"
+            )
+        )
+        start_label_sync(User(pk=user_id))
+    return known
+
+
+def set_labels(message_labels: dict[int, Iterable[str]], label_pks: dict[str, int]) -> None:
+    MessageLabel.objects.filter(message_id__in=message_labels).delete()
+    MessageLabel.objects.bulk_create(
+        [
+            MessageLabel(message_id=message_pk, label_id=label_pks[gid])
+            for message_pk, gids in message_labels.items()
+            for gid in set(gids)
+            if gid in label_pks
+        ],
+        ignore_conflicts=True,
+    )
