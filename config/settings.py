@@ -53,6 +53,17 @@ def _int_setting(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _number_setting(name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.str(name, default=str(default)).strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    if not value >= minimum:  # also refuses nan
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
 def _required(name: str, value: str) -> str:
     if not value:
         raise ImproperlyConfigured(f"{name} must be set (see .env.example)")
@@ -278,6 +289,14 @@ MAILSYNC_INCREMENTAL_INTERVAL_MINUTES = _int_setting(
     "MAILSYNC_INCREMENTAL_INTERVAL_MINUTES", 5, minimum=1
 )
 MAILSYNC_STALLED_AFTER_SECONDS = _int_setting("MAILSYNC_STALLED_AFTER_SECONDS", 300, 10)
+# A message that fails while Gmail serves others is tried again after this many seconds,
+# doubling each time; after MAILSYNC_UNAVAILABLE_AFTER_ATTEMPTS it is "unavailable" (the
+# run completes without it, says so, and the health check tries again).
+MAILSYNC_MESSAGE_RETRY_SECONDS = _number_setting("MAILSYNC_MESSAGE_RETRY_SECONDS", 15.0)
+MAILSYNC_UNAVAILABLE_AFTER_ATTEMPTS = _int_setting("MAILSYNC_UNAVAILABLE_AFTER_ATTEMPTS", 4, 1)
+# When Gmail fails as a whole (5xx, network), runs wait this long, doubling each time
+# (at most 10 minutes), and stay active meanwhile with a "Retrying" note.
+MAILSYNC_OUTAGE_RETRY_SECONDS = _number_setting("MAILSYNC_OUTAGE_RETRY_SECONDS", 30.0)
 MAILSYNC_KEEP_FINISHED_RUNS_DAYS = _int_setting("MAILSYNC_KEEP_FINISHED_RUNS_DAYS", 30, 1)
 
 # --- Static files, i18n, logging -----------------------------------------------------

@@ -107,6 +107,8 @@ class BatchResult:
     found: dict[str, dict] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)  # 404: deleted since listed
     failed: dict[str, GmailError] = field(default_factory=dict)  # still failing after retries
+    # Whether the probe part (a message Gmail served before) was served this time.
+    probe_ok: bool | None = None
 
 
 # --- Error classification -------------------------------------------------------------------
@@ -283,15 +285,33 @@ class GmailClient:
         ids = [(m["id"], m.get("threadId", "")) for m in data.get("messages", [])]
         return MessageIdPage(ids=ids, next_page_token=data.get("nextPageToken", ""))
 
-    def get_messages(self, message_ids: Iterable[str], fmt: str | None = None) -> BatchResult:
-        """users.messages.get for up to 100 ids in one batch (5 units each)."""
+    def get_messages(
+        self, message_ids: Iterable[str], fmt: str | None = None, probe_id: str | None = None
+    ) -> BatchResult:
+        """users.messages.get for up to 100 ids in one batch (5 units each).
+
+        `probe_id`, a message Gmail served before, is asked for too (format=minimal):
+        `probe_ok` then says whether Gmail serves messages at all right now, which
+        tells a message that fails alone from an outage."""
         fmt = fmt or settings.MAILSYNC_MESSAGE_FORMAT
         messages = self.service.users().messages()  # built once: each build costs ~0.5 ms
-        return self._batch(
+        ids = list(message_ids)
+        if probe_id is not None and probe_id not in ids:
+            ids.append(probe_id)
+        else:
+            probe_id = None
+        result = self._batch(
             "users.messages.get",
-            list(message_ids),
-            lambda mid: messages.get(userId="me", id=mid, format=fmt),
+            ids,
+            lambda mid: messages.get(
+                userId="me", id=mid, format="minimal" if mid == probe_id else fmt
+            ),
         )
+        if probe_id is not None:
+            result.probe_ok = result.found.pop(probe_id, None) is not None
+            result.gone.discard(probe_id)
+            result.failed.pop(probe_id, None)
+        return result
 
     def history_page(self, start_history_id: str, page_token: str = "") -> HistoryPage:
         """users.history.list (2 units). A 404 means the history expired."""

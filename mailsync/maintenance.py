@@ -16,7 +16,7 @@ from django.utils import timezone
 from django_q.models import Failure, Success
 
 from . import sync
-from .models import BatchSlot, EmailMessage, SyncProgress
+from .models import BatchSlot, SyncProgress
 
 log = logging.getLogger(__name__)
 
@@ -51,37 +51,49 @@ def dispatch_incremental_syncs(now: dt.datetime | None = None) -> int:
     return started
 
 
+# Runs the watchdog resumes per pass; the rest wait for the next minute.
+WATCHDOG_CHUNK = 500
+
+
 def resume_stalled_runs() -> int:
-    """The watchdog. The database is the truth about what remains: a run whose
-    progress has not moved for MAILSYNC_STALLED_AFTER_SECONDS lost its tasks (a
-    worker died, the Redis broker dropped them): its leases are released and its
-    remaining work is enqueued again. Unfetched messages that no run is fetching
-    get batch slots too."""
-    cutoff = timezone.now() - dt.timedelta(seconds=settings.MAILSYNC_STALLED_AFTER_SECONDS)
+    """The watchdog (every minute). The database is the truth about what remains:
+
+    - a run that waits out a failure (Gmail down, a rate limit, messages waiting to be
+      retried, a dead worker's lease) is resumed when its `retry_at` comes;
+    - a run whose progress has not moved for MAILSYNC_STALLED_AFTER_SECONDS lost its
+      tasks (a worker died, the Redis broker dropped them): its leases are released
+      and its remaining work is enqueued again.
+    Both queries are indexed and bounded; neither depends on the number of users.
+    """
+    now = timezone.now()
     resumed = 0
-    for run in SyncProgress.objects.filter(
-        status__in=SyncProgress.ACTIVE_STATUSES, updated_at__lt=cutoff
-    ).select_related("user"):
+    due = SyncProgress.objects.filter(
+        status__in=SyncProgress.ACTIVE_STATUSES, retry_at__lte=now
+    ).order_by("retry_at")[:WATCHDOG_CHUNK]
+    for run in due:
+        # Claimed by clearing the time: two watchdogs never resume one run twice.
+        if SyncProgress.objects.filter(pk=run.pk, retry_at=run.retry_at).update(
+            retry_at=None, updated_at=now
+        ):
+            sync.enqueue(sync.resume_steps(run))
+            resumed += 1
+    cutoff = now - dt.timedelta(seconds=settings.MAILSYNC_STALLED_AFTER_SECONDS)
+    stalled = SyncProgress.objects.filter(
+        status__in=SyncProgress.ACTIVE_STATUSES, updated_at__lt=cutoff, retry_at__isnull=True
+    ).order_by("updated_at")[:WATCHDOG_CHUNK]
+    for run in stalled:
+        if not SyncProgress.objects.filter(pk=run.pk, updated_at=run.updated_at).update(
+            updated_at=now
+        ):
+            continue
         # Nothing moved for longer than any task may run: the holders are dead.
         BatchSlot.objects.filter(user_id=run.user_id).update(leased_until=None)
-        EmailMessage.objects.filter(user_id=run.user_id, internal_date__isnull=True).update(
-            claimed_until=None
-        )
+        sync.release_claims(run.user_id)
         steps = sync.resume_steps(run)
-        SyncProgress.objects.filter(pk=run.pk).update(updated_at=timezone.now())
         sync.enqueue(steps)
         log.warning("watchdog: resumed stalled %s with %d step(s)", run, len(steps))
         resumed += 1
-    for user_id in _users_with_orphaned_messages():
-        sync.enqueue(sync.fill_batch_slots(user_id))
     return resumed
-
-
-def _users_with_orphaned_messages() -> list[int]:
-    now = timezone.now()
-    waiting = sync.claimable_messages(now).values_list("user_id", flat=True).distinct()
-    busy = BatchSlot.objects.filter(leased_until__gt=now).values_list("user_id", flat=True)
-    return list(set(waiting) - set(busy))
 
 
 def start_health_checks() -> int:

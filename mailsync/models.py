@@ -44,8 +44,12 @@ class Label(models.Model):
 class EmailMessage(models.Model):
     """One Gmail message. `internal_date` NULL means listed but not fetched yet."""
 
+    # No index of its own: every index of this table starts with the user.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="email_messages"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="email_messages",
+        db_index=False,
     )
     gmail_id = models.CharField(max_length=64)
     thread_id = models.CharField(max_length=64, blank=True, default="")
@@ -61,10 +65,14 @@ class EmailMessage(models.Model):
     # The last full listing that saw this id: after a (re)listing, rows it did not see
     # are gone from Gmail.
     listed_by_run = models.BigIntegerField(null=True, blank=True)
-    # Fetch attempts that failed; past MAX_FETCH_FAILURES the run reports the message
-    # instead of retrying it forever.
+    # Fetch attempts that failed for this message alone (other messages were served
+    # meanwhile). An outage of Gmail as a whole never counts here.
     fetch_failures = models.PositiveSmallIntegerField(default=0)
     last_fetch_error = models.TextField(blank=True, default="")
+    # Set when Gmail kept failing to serve this message, after attempts spread over
+    # minutes while it served others: runs complete without it and say so, and the
+    # health check tries it again.
+    unavailable_since = models.DateTimeField(null=True, blank=True)
     internal_date = models.DateTimeField(null=True, blank=True)
     history_id = models.CharField(max_length=32, blank=True, default="")
     snippet = models.TextField(blank=True, default="")
@@ -87,11 +95,16 @@ class EmailMessage(models.Model):
             models.UniqueConstraint(fields=["user", "gmail_id"], name="message_unique_per_user"),
         ]
         indexes = [
-            # "Unfetched messages of a user in listing order": the batch claim query.
+            # "Messages still to fetch of a user in listing order": the batch claim query.
             models.Index(
                 fields=["user", "listing_order"],
-                condition=Q(internal_date__isnull=True),
-                name="message_unfetched_idx",
+                condition=Q(internal_date__isnull=True, unavailable_since__isnull=True),
+                name="message_to_fetch_idx",
+            ),
+            models.Index(
+                fields=["user"],
+                condition=Q(unavailable_since__isnull=False),
+                name="message_unavailable_idx",
             ),
             models.Index(fields=["user", "thread_id"], name="message_thread_idx"),
             models.Index(fields=["user", "-internal_date"], name="message_date_idx"),
@@ -104,13 +117,19 @@ class EmailMessage(models.Model):
     def is_fetched(self) -> bool:
         return self.internal_date is not None
 
+    @property
+    def is_unavailable(self) -> bool:
+        return self.unavailable_since is not None
+
 
 class MessageLabel(models.Model):
     """A message carries a label. Explicit so that a label-membership rescan (after
     Gmail's history expired) can tell the links it saw from the ones it did not."""
 
-    message = models.ForeignKey(EmailMessage, on_delete=models.CASCADE)
-    label = models.ForeignKey(Label, on_delete=models.CASCADE)
+    # No single-column indexes: the unique (message, label) and the (label, seen_by_run)
+    # indexes serve both directions.
+    message = models.ForeignKey(EmailMessage, on_delete=models.CASCADE, db_index=False)
+    label = models.ForeignKey(Label, on_delete=models.CASCADE, db_index=False)
     seen_by_run = models.BigIntegerField(null=True, blank=True)
     linked_at = models.DateTimeField(auto_now_add=True)
 
@@ -162,6 +181,14 @@ class SyncProgress(models.Model):
     # each label's membership.
     fell_back_to_full = models.BooleanField(default=False)
     rescan_completed = models.BooleanField(default=False)
+    # After a listing, rows it did not show are checked with Gmail before deletion.
+    unlisted_verified = models.BooleanField(default=False)
+    # Messages Gmail could not serve when the run ended (see EmailMessage.unavailable_since).
+    num_unavailable = models.PositiveIntegerField(default=0)
+    # Gmail failed as a whole (5xx, network): the run waits until `retry_at` (the
+    # watchdog resumes it), longer after each failure in a row.
+    retry_at = models.DateTimeField(null=True, blank=True)
+    failures_in_a_row = models.PositiveSmallIntegerField(default=0)
     error_message = models.TextField(blank=True, default="")
     started_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -176,7 +203,14 @@ class SyncProgress(models.Model):
                 name="one_active_run_per_user_and_type",
             ),
         ]
-        indexes = [models.Index(fields=["status", "updated_at"], name="syncprogress_status_idx")]
+        indexes = [
+            models.Index(fields=["status", "updated_at"], name="syncprogress_status_idx"),
+            models.Index(
+                fields=["retry_at"],
+                condition=Q(retry_at__isnull=False, status__in=["pending", "in_progress"]),
+                name="syncprogress_retry_idx",
+            ),
+        ]
         ordering = ["-started_at"]
         verbose_name = "sync run"
 
@@ -193,6 +227,36 @@ class SyncProgress(models.Model):
         if not self.num_total:
             return 0
         return min(100, int(self.num_processed * 100 / self.num_total))
+
+
+class MailboxCounts(models.Model):
+    """A mailbox's totals, kept up to date by every write to its messages and labels,
+    in the same transaction, so that no page, batch or run ever counts rows.
+
+    Writers lock this row first (see mailsync/counters.py): that also serializes
+    the inserts and deletes of one mailbox, which makes the deltas exact.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="mailbox_counts",
+    )
+    messages = models.PositiveIntegerField(default=0, help_text="listed or fetched")
+    fetched = models.PositiveIntegerField(default=0)
+    unavailable = models.PositiveIntegerField(default=0, help_text="Gmail could not serve")
+    labels = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "mailbox counts"
+
+    def __str__(self) -> str:
+        return f"{self.fetched}/{self.messages} messages of {self.user_id}"
+
+    @property
+    def to_fetch(self) -> int:
+        return max(0, self.messages - self.fetched - self.unavailable)
 
 
 class QuotaBucket(models.Model):

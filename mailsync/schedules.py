@@ -14,7 +14,7 @@ from django.utils import timezone
 # hour (UTC) for daily ones: the heavy daily work runs at night, not at deploy time.
 SCHEDULES = [
     ("mailsync: incremental syncs", "mailsync.tasks.dispatch_incremental_syncs", "I", 1, None),
-    ("mailsync: watchdog", "mailsync.tasks.resume_stalled_runs", "I", 2, None),
+    ("mailsync: watchdog", "mailsync.tasks.resume_stalled_runs", "I", 1, None),
     ("mailsync: health check", "mailsync.tasks.start_health_checks", "D", None, 3),
     ("mailsync: clean-up", "mailsync.tasks.clean_up", "D", None, 4),
 ]

@@ -2,8 +2,8 @@
 
 The progress page, its polled JSON endpoint, the admin and the command line all read
 `mailbox_status(user)`, so they never disagree. It costs four queries whatever the size
-of the mailbox: message counts (one aggregate), labels, the latest run of each kind,
-and the user's Google token.
+of the mailbox: the mailbox totals (one row, kept by the sync), labels, the latest
+run of each kind, and the user's Google token.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any
 
 from allauth.socialaccount.models import SocialToken
 from django.conf import settings
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
-from .models import EmailMessage, Label, SyncProgress
+from . import counters
+from .models import Label, SyncProgress
 
 REAUTH_MESSAGE = "Google refused access: sign in with Google again to resume."
 
@@ -227,9 +228,7 @@ def mailbox_status(user) -> dict[str, Any]:
     Times are ISO 8601 strings, with a ``*_display`` sentence beside them.
     """
     now = timezone.now()
-    counts = EmailMessage.objects.filter(user=user).aggregate(
-        total=Count("pk"), fetched=Count("pk", filter=Q(internal_date__isnull=False))
-    )
+    totals = counters.read(user.pk)  # kept by the sync: no counting of rows
     labels = list(Label.objects.filter(user=user).order_by("type", "name", "pk"))
     latest_by_type = _latest_runs(user)
     reauth = needs_reauth(user)
@@ -242,7 +241,8 @@ def mailbox_status(user) -> dict[str, Any]:
     initial = SyncProgress.SyncType.INITIAL
     incremental = SyncProgress.SyncType.INCREMENTAL
     label_type = SyncProgress.SyncType.LABELS
-    total, fetched = counts["total"], counts["fetched"]
+    # A message Gmail could not serve is done with, as far as progress goes.
+    total, fetched = totals.messages, totals.fetched + totals.unavailable
 
     # Labels: their own run, or the initial sync that starts by reading them.
     if user.label_sync_completed:
@@ -341,6 +341,7 @@ def mailbox_status(user) -> dict[str, Any]:
                 "fetched": fetched,
                 "total": total,
                 "remaining": total - fetched,
+                "unavailable": totals.unavailable,
                 "percentage": percentage,
             },
             "incremental": {

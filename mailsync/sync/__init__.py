@@ -29,10 +29,10 @@ from .completion import complete_incremental_if_done, complete_initial_sync_if_d
 from .incremental import apply_history_page, incremental_sync
 from .initial import begin_initial_sync, list_page
 from .labels import import_labels, sync_labels
-from .pending import claimable_messages, messages_to_fetch
+from .pending import claimable_messages, messages_to_fetch, release_claims
 from .resume import resume_steps
 from .resync import begin_health_check, fall_back_to_full_resync, rescan_label_page
-from .runner import STAGES, run_inline, run_step
+from .runner import STAGES, run_inline, run_step, run_until_finished
 from .runs import (
     RELISTING_TYPES,
     access_revoked,
@@ -72,11 +72,13 @@ __all__ = [
     "incremental_sync",
     "list_page",
     "messages_to_fetch",
+    "release_claims",
     "rescan_label_page",
     "reset_sync_state",
     "resume_steps",
     "run_inline",
     "run_step",
+    "run_until_finished",
     "start_health_check",
     "start_incremental_sync",
     "start_initial_sync",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
-from .. import gmail
+from .. import counters, gmail
 from ..models import EmailMessage, MessageLabel, SyncProgress
 from .batches import fill_batch_slots
 from .completion import complete_incremental_if_done
@@ -104,7 +104,9 @@ def apply_history_page(user_id: int, records: list[dict]) -> dict[str, int]:
                 )
                 added.setdefault(message["id"], (message.get("threadId", ""), order))
     with transaction.atomic():
-        num_deleted, _ = EmailMessage.objects.filter(user_id=user_id, gmail_id__in=deleted).delete()
+        counters.lock(user_id)
+        lost = counters.states_of(user_id, Q(gmail_id__in=deleted))
+        EmailMessage.objects.filter(user_id=user_id, gmail_id__in=deleted).delete()
         touched = {mid: v for mid, v in added.items() if mid not in deleted}
         existing = dict(
             EmailMessage.objects.filter(user_id=user_id, gmail_id__in=touched).values_list(
@@ -117,11 +119,17 @@ def apply_history_page(user_id: int, records: list[dict]) -> dict[str, int]:
             if mid not in existing
         ]
         EmailMessage.objects.bulk_create(new, ignore_conflicts=True)
+        counters.add(
+            user_id,
+            messages=len(new) - lost.messages,
+            fetched=-lost.fetched,
+            unavailable=-lost.unavailable,
+        )
         fetched = [mid for mid, date in existing.items() if date is not None and mid in label_ops]
         relabelled = _apply_label_ops(user_id, {mid: label_ops[mid] for mid in fetched})
     return {
         "added": sum(1 for m in new if m.gmail_id in added and m.gmail_id not in label_ops),
-        "deleted": len(deleted) if num_deleted else 0,
+        "deleted": lost.messages,
         "relabelled": relabelled,
     }
 

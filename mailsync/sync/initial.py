@@ -5,15 +5,17 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
-from .. import gmail
+from .. import counters, gmail
 from ..models import EmailMessage, SyncProgress
 from .batches import fill_batch_slots
 from .completion import complete_initial_sync_if_done, refresh_counts
-from .labels import import_labels
+from .labels import import_labels, label_pks_for, set_labels
+from .pending import retry_failed_messages
 from .resync import next_label_scan
-from .runs import RELISTING_TYPES
+from .runs import RELISTING_TYPES, clear_failure_notes
 from .steps import Step
 
 User = get_user_model()
@@ -21,6 +23,8 @@ Status = SyncProgress.Status
 
 # listing_order of a message = page index * this + position on the page.
 LISTING_ORDER_PAGE_STRIDE = 1000
+# Rows a listing did not show, checked with Gmail per step (one batch request).
+VERIFY_CHUNK = 100
 
 
 def begin_initial_sync(user_id: int, run_id: int) -> list[Step]:
@@ -34,7 +38,7 @@ def begin_initial_sync(user_id: int, run_id: int) -> list[Step]:
     import_labels(user_id, client)
     User.objects.filter(pk=user_id).update(gmail_auth_error="")
     # A new full sync gives messages that failed before a fresh set of attempts.
-    EmailMessage.objects.filter(user_id=user_id, fetch_failures__gt=0).update(fetch_failures=0)
+    retry_failed_messages(user_id)
     # An earlier attempt's history id is older, so replays more: keep it.
     SyncProgress.objects.filter(pk=run_id, start_history_id="").update(
         start_history_id=profile.history_id
@@ -60,6 +64,7 @@ def list_page(user_id: int, run_id: int) -> list[Step]:
         run = SyncProgress.objects.select_for_update().get(pk=run_id)
         if run.next_page_token != token or run.listing_completed or not run.is_active:
             return []  # a duplicate delivery of this step already stored this page
+        counters.lock(user_id)
         base = run.pages_listed * LISTING_ORDER_PAGE_STRIDE
         ids = [message_id for message_id, _ in page.ids]
         known = set(
@@ -67,39 +72,102 @@ def list_page(user_id: int, run_id: int) -> list[Step]:
                 "gmail_id", flat=True
             )
         )
-        EmailMessage.objects.bulk_create(
-            [
-                EmailMessage(
-                    user_id=user_id,
-                    gmail_id=message_id,
-                    thread_id=thread_id,
-                    listing_order=base + position,
-                    listed_by_run=run_id,
-                )
-                for position, (message_id, thread_id) in enumerate(page.ids)
-            ],
-            ignore_conflicts=True,
-        )
+        new = {
+            message_id: EmailMessage(
+                user_id=user_id,
+                gmail_id=message_id,
+                thread_id=thread_id,
+                listing_order=base + position,
+                listed_by_run=run_id,
+            )
+            for position, (message_id, thread_id) in enumerate(page.ids)
+            if message_id not in known
+        }
+        EmailMessage.objects.bulk_create(new.values(), ignore_conflicts=True)
         # Rows we had before (a resync) are marked as still present in Gmail.
-        EmailMessage.objects.filter(user_id=user_id, gmail_id__in=ids).exclude(
+        EmailMessage.objects.filter(user_id=user_id, gmail_id__in=known).exclude(
             listed_by_run=run_id
         ).update(listed_by_run=run_id)
+        counters.add(user_id, messages=len(new))
         run.next_page_token = page.next_page_token
         run.pages_listed += 1
-        run.num_added += len(set(ids) - known)
+        run.num_added += len(new)
         run.listing_completed = not page.next_page_token
-        if run.listing_completed:
-            # Whatever this listing did not see is no longer in the mailbox.
-            gone = EmailMessage.objects.filter(user_id=user_id).exclude(listed_by_run=run_id)
-            run.num_deleted += gone.count()
-            gone.delete()
         refresh_counts(run)
         run.save()
+    clear_failure_notes(user_id)
     steps = fill_batch_slots(user_id)
     if not run.listing_completed:
         steps.append(Step("list_page", user_id, (run_id,)))
-    elif run.sync_type in RELISTING_TYPES:
-        steps.extend(next_label_scan(user_id, run_id, after=""))
+    else:
+        steps.append(Step("verify_unlisted", user_id, (run_id,)))
+    return steps
+
+
+def verify_unlisted(user_id: int, run_id: int) -> list[Step]:
+    """Stage 3: rows the listing did not show are asked for by id (format=minimal, in
+    one batch request per step) before anything is deleted: Gmail's listing can skip
+    a message while mail arrives or leaves, so absence alone proves nothing. A 404 is
+    deleted; a message that is there is kept (its labels refreshed if fetched)."""
+    run = SyncProgress.objects.filter(pk=run_id, status=Status.IN_PROGRESS).first()
+    if run is None or not run.listing_completed:
+        return []
+    if run.unlisted_verified:
+        return after_listing(user_id, run)
+    unlisted = list(
+        EmailMessage.objects.filter(user_id=user_id)
+        .filter(Q(listed_by_run__isnull=True) | ~Q(listed_by_run=run_id))
+        .order_by("pk")
+        .values_list("pk", "gmail_id")[:VERIFY_CHUNK]
+    )
+    if not unlisted:
+        SyncProgress.objects.filter(pk=run_id).update(unlisted_verified=True)
+        run.unlisted_verified = True
+        return after_listing(user_id, run)
+    pks = dict((gmail_id, pk) for pk, gmail_id in unlisted)
+    result = gmail.GmailClient(user_id).get_messages(list(pks), fmt="minimal")
+    failure = next(iter(result.failed.values()), None)
+    if isinstance(failure, gmail.TransientError | gmail.RateLimited) and not (
+        result.found or result.gone
+    ):
+        raise failure  # Gmail fails as a whole: the runner waits and tries again
+    with transaction.atomic():
+        counters.lock(user_id)
+        gone = [pks[g] for g in result.gone]
+        lost = counters.states_of(user_id, Q(pk__in=gone))
+        EmailMessage.objects.filter(pk__in=gone).delete()
+        counters.add(
+            user_id, messages=-lost.messages, fetched=-lost.fetched, unavailable=-lost.unavailable
+        )
+        # Present (or not answered clearly): kept, and not asked for again in this run.
+        kept = [pk for gmail_id, pk in pks.items() if gmail_id not in result.gone]
+        EmailMessage.objects.filter(pk__in=kept).update(listed_by_run=run_id)
+        _refresh_labels(user_id, pks, result.found)
+        SyncProgress.objects.filter(pk=run_id).update(
+            num_deleted=F("num_deleted") + lost.messages, updated_at=timezone.now()
+        )
+    return [Step("verify_unlisted", user_id, (run_id,))]
+
+
+def _refresh_labels(user_id: int, pks: dict[str, int], found: dict[str, dict]) -> None:
+    fetched = set(
+        EmailMessage.objects.filter(
+            pk__in=[pks[g] for g in found], internal_date__isnull=False
+        ).values_list("pk", flat=True)
+    )
+    labels = {
+        pks[g]: list(data.get("labelIds") or []) for g, data in found.items() if pks[g] in fetched
+    }
+    if labels:
+        set_labels(labels, label_pks_for(user_id, {lid for ids in labels.values() for lid in ids}))
+
+
+def after_listing(user_id: int, run: SyncProgress) -> list[Step]:
+    """What follows a complete, verified listing: the label rescan of a resync, or the
+    completion of the initial sync once every message is fetched."""
+    steps = fill_batch_slots(user_id)
+    if run.sync_type in RELISTING_TYPES:
+        steps.extend(next_label_scan(user_id, run.pk, after=""))
     else:
         complete_initial_sync_if_done(user_id)
     return steps

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from .. import gmail
+from .. import counters, gmail
 from ..models import Label, MessageLabel, SyncProgress
 from .runs import start_label_sync
 from .steps import Step
@@ -39,6 +39,7 @@ def import_labels(user_id: int, client: gmail.GmailClient) -> set[str]:
         Label.objects.bulk_create(new, ignore_conflicts=True)
         Label.objects.bulk_update(changed, LABEL_FIELDS)
         Label.objects.filter(user_id=user_id).exclude(gmail_id__in=ids).delete()
+        counters.count_labels(user_id)
         User.objects.filter(pk=user_id).update(label_sync_completed=True)
     return set(ids)
 
@@ -133,6 +134,7 @@ def label_pks_for(user_id: int, gmail_ids: set[str]) -> dict[str, int]:
                 "gmail_id", "pk"
             )
         )
+        counters.count_labels(user_id)
         start_label_sync(User(pk=user_id))
     return known
 

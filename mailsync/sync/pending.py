@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 
+from .. import counters
 from ..models import EmailMessage
-
-MAX_FETCH_FAILURES = 5
 
 
 def lease_seconds() -> int:
@@ -18,14 +18,39 @@ def lease_seconds() -> int:
 
 
 def messages_to_fetch(**filters):
-    """Unfetched messages that are still worth trying (fewer than MAX_FETCH_FAILURES)."""
+    """Messages listed but not fetched yet, except those Gmail could not serve."""
     return EmailMessage.objects.filter(
-        internal_date__isnull=True, fetch_failures__lt=MAX_FETCH_FAILURES, **filters
+        internal_date__isnull=True, unavailable_since__isnull=True, **filters
     )
 
 
 def claimable_messages(now: dt.datetime, **filters):
-    """Messages to fetch that no live claim holds."""
+    """Messages to fetch that no live claim (or retry wait) holds."""
     return messages_to_fetch(**filters).filter(
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    )
+
+
+def retry_failed_messages(user_id: int) -> int:
+    """Messages that failed, or that Gmail could not serve, get a fresh set of attempts."""
+    with transaction.atomic():
+        counters.lock(user_id)
+        failed = EmailMessage.objects.filter(
+            Q(fetch_failures__gt=0) | Q(unavailable_since__isnull=False),
+            user_id=user_id,
+            internal_date__isnull=True,
+        )
+        unavailable = failed.filter(unavailable_since__isnull=False).update(
+            unavailable_since=None, fetch_failures=0, claimed_until=None
+        )
+        failed.update(fetch_failures=0, claimed_until=None)
+        counters.add(user_id, unavailable=-unavailable)
+    return unavailable
+
+
+def release_claims(user_id: int) -> int:
+    """Forget every claim and retry wait on the user's messages still to fetch (their
+    holders are known to be dead): they are claimable at once."""
+    return messages_to_fetch(user_id=user_id, claimed_until__isnull=False).update(
+        claimed_until=None
     )

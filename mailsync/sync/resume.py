@@ -27,11 +27,15 @@ def resume_steps(run: SyncProgress) -> list[Step]:
             return [Step("begin_initial_sync", user_id, (run.pk,))]
         if not run.listing_completed:
             return [Step("list_page", user_id, (run.pk,)), *fill_batch_slots(user_id)]
+        if not run.unlisted_verified:
+            return [Step("verify_unlisted", user_id, (run.pk,)), *fill_batch_slots(user_id)]
         steps = fill_batch_slots(user_id)
         complete_initial_sync_if_done(user_id)
         return steps
     if run.fell_back_to_full and not run.listing_completed:
         return [Step("list_page", user_id, (run.pk,)), *fill_batch_slots(user_id)]
+    if run.fell_back_to_full and not run.unlisted_verified:
+        return [Step("verify_unlisted", user_id, (run.pk,)), *fill_batch_slots(user_id)]
     if run.fell_back_to_full and not run.rescan_completed:
         return next_label_scan(user_id, run.pk, after="")
     if not run.listing_completed:

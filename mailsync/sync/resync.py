@@ -10,11 +10,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .. import gmail
+from .. import counters, gmail
 from ..models import EmailMessage, Label, MessageLabel, SyncProgress
 from .batches import fill_batch_slots
 from .completion import complete_incremental_if_done
 from .labels import import_labels
+from .pending import retry_failed_messages
 from .runs import SyncType
 from .steps import Step
 
@@ -38,6 +39,7 @@ def fall_back_to_full_resync(
         next_page_token="",
         pages_listed=0,
         listing_completed=False,
+        unlisted_verified=False,
         rescan_completed=False,
         error_message=note,
         updated_at=timezone.now(),
@@ -53,6 +55,10 @@ def begin_health_check(user_id: int, run_id: int) -> list[Step]:
         return []
     client = gmail.GmailClient(user_id)
     import_labels(user_id, client)
+    # Messages Gmail could not serve get another chance; totals that drifted (they
+    # should not) are put right.
+    retry_failed_messages(user_id)
+    counters.repair(user_id)
     SyncProgress.objects.filter(pk=run_id).update(status=Status.IN_PROGRESS)
     return fall_back_to_full_resync(user_id, run_id, client, note="")
 

@@ -3,12 +3,16 @@ saying on them why they do not move."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import random
+import time
 from collections.abc import Iterable
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from .. import gmail
@@ -113,7 +117,9 @@ def reset_sync_state(user) -> None:
             gmail_auth_error="",
         )
         BatchSlot.objects.filter(user=user).update(leased_until=None)
-        EmailMessage.objects.filter(user=user).update(claimed_until=None, fetch_failures=0)
+        EmailMessage.objects.filter(user=user, internal_date__isnull=True).update(
+            claimed_until=None, fetch_failures=0
+        )
 
 
 def worth_retrying_now(exc: gmail.RateLimited) -> bool:
@@ -135,6 +141,10 @@ def fail_runs(user_id: int, message: str, sync_types: Iterable[str] | None = Non
     runs.update(status=Status.FAILED, error_message=message, completed_at=timezone.now())
 
 
+def user_runs(user_id: int):
+    return SyncProgress.objects.filter(user_id=user_id, status__in=SyncProgress.ACTIVE_STATUSES)
+
+
 def note_on_runs(user_id: int, message: str, keep: bool = False) -> None:
     """Say on the user's active runs why they are not moving (`keep`: unless they
     already say why)."""
@@ -148,3 +158,56 @@ def finish_run(run_id: int, status: str, message: str) -> int:
     return SyncProgress.objects.filter(pk=run_id, status__in=SyncProgress.ACTIVE_STATUSES).update(
         status=status, error_message=message, completed_at=timezone.now()
     )
+
+
+# --- Waiting out Gmail's failures -------------------------------------------------------------
+RETRY_NOTE = "Retrying: "
+MAX_RETRY_DELAY_S = 600.0
+
+
+def describe_failure(error: gmail.GmailError) -> str:
+    """What a person reads on the run while it waits: "Gmail answers 503 (backendError)"."""
+    if error.status:
+        return f"Gmail answers {error.status}" + (f" ({error.reason})" if error.reason else "")
+    return str(error).split(":")[0] or "Gmail cannot be reached"
+
+
+def note_failure(user_id: int, error: gmail.GmailError) -> float:
+    """Gmail failed as a whole (5xx, network, the token endpoint): say so on the user's
+    active runs, visibly, and return how long to wait before the next attempt, longer
+    after each failure in a row (exponential, capped, with jitter)."""
+    runs = user_runs(user_id)
+    in_a_row = runs.aggregate(most=Max("failures_in_a_row"))["most"] or 0
+    base = settings.MAILSYNC_OUTAGE_RETRY_SECONDS
+    delay = min(base * 2 ** min(in_a_row, 16), MAX_RETRY_DELAY_S) * random.uniform(0.8, 1.2)
+    runs.update(
+        failures_in_a_row=F("failures_in_a_row") + 1,
+        error_message=f"{RETRY_NOTE}{describe_failure(error)}; next attempt in {delay:.0f} s.",
+        updated_at=timezone.now(),
+    )
+    log.warning("user %s: %s; retrying in %.0f s", user_id, error, delay)
+    return delay
+
+
+def wait_or_resume_later(user_id: int, delay: float) -> bool:
+    """A short wait is slept in this task (True: try again now); a long one is left to
+    the watchdog, which resumes the user's runs at `retry_at` (False), so no task
+    spins or holds a worker meanwhile."""
+    if delay <= settings.MAILSYNC_TASK_MAX_SECONDS / 4:
+        time.sleep(delay)
+        return True
+    resume_at(user_id, timezone.now() + dt.timedelta(seconds=delay))
+    return False
+
+
+def resume_at(user_id: int, when: dt.datetime) -> None:
+    user_runs(user_id).update(retry_at=when, updated_at=timezone.now())
+
+
+def clear_failure_notes(user_id: int) -> None:
+    """Gmail answered again: the runs' "Retrying"/"Paused" notes go, the count restarts."""
+    user_runs(user_id).filter(
+        Q(failures_in_a_row__gt=0)
+        | Q(error_message__startswith=RETRY_NOTE)
+        | Q(error_message__startswith="Paused")
+    ).update(failures_in_a_row=0, error_message="")

@@ -35,6 +35,7 @@ PRIORITY_STAGES = {
     "begin_initial_sync",
     "sync_labels",
     "list_page",
+    "verify_unlisted",
     "incremental_sync",
     "rescan_label_page",
     "begin_health_check",

@@ -96,3 +96,51 @@ def test_wait_exits_1_when_the_run_fails(connected_mailbox, emulator, clusters):
     result = sync_user_process(env, user.email, "--full", "--wait")
     assert result.returncode == 1
     assert "sign in with Google again" in result.stderr
+
+
+@pytest.mark.django_db
+def test_an_incremental_run_says_what_it_changed(connected_mailbox, emulator, capsys):
+    user, _ = connected_mailbox(count=40)
+    call_command("sync_user", user.email, "--inline")
+    for _ in range(3):
+        emulator.insert_message(user.email)
+    victim = next(iter(emulator.snapshot(user.email)["messages"]))
+    emulator.delete_message(user.email, victim)
+    call_command("sync_user", user.email, "--incremental", "--inline")
+    out = capsys.readouterr().out
+    assert "completed: 3 added, 1 deleted, 0 relabelled" in out
+
+
+@pytest.mark.django_db
+def test_health_check_from_the_command_line(connected_mailbox, emulator, capsys):
+    from mailsync.models import EmailMessage
+
+    user, _ = connected_mailbox(count=30)
+    call_command("sync_user", user.email, "--inline")
+    EmailMessage.objects.filter(user=user).order_by("pk").first().delete()  # drift
+    call_command("sync_user", user.email, "--health-check", "--inline")
+    out = capsys.readouterr().out
+    assert "(health)" in out
+    assert "completed: 1 added" in out
+    assert_exact_mirror(user, emulator.snapshot(user.email))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_wait_without_a_worker_says_so(connected_mailbox, emulator):
+    user, _ = connected_mailbox(count=5)
+    env = cluster_env(emulator)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "sync_user", user.email, "--wait", "--patience", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, stderr = process.communicate(timeout=6)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+    assert "No worker has picked this up in" in stderr
+    assert "is qcluster running?" in stderr

@@ -6,7 +6,9 @@ import itertools
 
 import pytest
 from allauth.socialaccount.models import SocialAccount, SocialToken
+from django.db import transaction
 
+from mailsync import counters
 from mailsync.models import EmailMessage, Label, SyncProgress
 
 _ids = itertools.count(1)
@@ -31,7 +33,10 @@ def label_factory():
         fields.setdefault(
             "gmail_id", name.upper() if type == Label.Type.SYSTEM else f"Label_{next(_ids)}"
         )
-        return Label.objects.create(user=user, name=name, type=type, **fields)
+        with transaction.atomic():  # as the sync writes: the totals move with the rows
+            label = Label.objects.create(user=user, name=name, type=type, **fields)
+            counters.count_labels(user.pk)
+        return label
 
     return make
 
@@ -45,7 +50,10 @@ def message_factory():
         fields.setdefault("gmail_id", f"m{n:06x}")
         if fetched:
             fields.setdefault("internal_date", timezone.now())
-        message = EmailMessage.objects.create(user=user, **fields)
+        with transaction.atomic():  # as the sync writes: the totals move with the rows
+            counters.lock(user.pk)
+            message = EmailMessage.objects.create(user=user, **fields)
+            counters.add(user.pk, messages=1, fetched=int(message.internal_date is not None))
         message.labels.set(labels)
         return message
 

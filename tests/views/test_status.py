@@ -46,6 +46,7 @@ def test_owner_gets_counts_labels_and_fragments(
         "fetched": 3,
         "total": 4,
         "remaining": 1,
+        "unavailable": 0,
         "percentage": 75,
     }
     assert data["stages"]["listing"]["listed"] == 4
