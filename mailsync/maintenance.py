@@ -15,7 +15,7 @@ from django.db.models import Max
 from django.utils import timezone
 from django_q.models import Failure, Success
 
-from . import sync
+from . import sync, workers
 from .models import BatchSlot, SyncProgress
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ def resume_stalled_runs() -> int:
         ):
             sync.enqueue(sync.resume_steps(run))
             resumed += 1
+    resumed += _resume_runs_of_dead_workers(now)
     cutoff = now - dt.timedelta(seconds=settings.MAILSYNC_STALLED_AFTER_SECONDS)
     stalled = SyncProgress.objects.filter(
         status__in=SyncProgress.ACTIVE_STATUSES, updated_at__lt=cutoff, retry_at__isnull=True
@@ -92,6 +93,53 @@ def resume_stalled_runs() -> int:
         steps = sync.resume_steps(run)
         sync.enqueue(steps)
         log.warning("watchdog: resumed stalled %s with %d step(s)", run, len(steps))
+        resumed += 1
+    return resumed
+
+
+# A run that moved this recently is not looked at: its holder is at work.
+QUIET_S = 20
+
+
+def _resume_runs_of_dead_workers(now: dt.datetime) -> int:
+    """Runs whose every holder (the worker of its last step, the chains of its batch
+    slots) is gone from the live clusters: a killed or restarted cluster. They are
+    resumed now instead of when their leases run out. Only with a broker that shares
+    cluster stats (Redis); see mailsync/workers.py."""
+    live = workers.live_holders()
+    if live is None:
+        return 0
+    quiet = SyncProgress.objects.filter(
+        status__in=SyncProgress.ACTIVE_STATUSES,
+        retry_at__isnull=True,
+        updated_at__lt=now - dt.timedelta(seconds=QUIET_S),
+    ).order_by("updated_at")[:WATCHDOG_CHUNK]
+    resumed = 0
+    for run in quiet:
+        slots = dict(
+            BatchSlot.objects.filter(user_id=run.user_id, leased_until__gt=now).values_list(
+                "number", "holder"
+            )
+        )
+        holders = {run.holder, *slots.values()} - {""}
+        # No holder yet (its first step waits in the queue): the stall limit decides.
+        if not holders or holders & live:
+            continue
+        # Claimed by moving the run on; the watchdog's own worker holds it now, so a
+        # step that was only late (a long queue) is not resumed twice.
+        if not SyncProgress.objects.filter(pk=run.pk, updated_at=run.updated_at).update(
+            updated_at=now, holder=workers.current_holder()
+        ):
+            continue
+        BatchSlot.objects.filter(user_id=run.user_id, number__in=list(slots)).update(
+            leased_until=None
+        )
+        sync.release_claims(run.user_id, slots=list(slots))
+        steps = sync.resume_steps(run)
+        sync.enqueue(steps)
+        log.warning(
+            "watchdog: %s was held by dead workers; resumed with %d step(s)", run, len(steps)
+        )
         resumed += 1
     return resumed
 

@@ -62,6 +62,9 @@ class EmailMessage(models.Model):
     # A batch task's claim: other tasks skip the row until the lease runs out, so a
     # crashed worker's messages become claimable again.
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # The batch slot whose chain holds the claim (NULL for a retry wait), so a dead
+    # chain's claims can be released without touching live ones.
+    claim_slot = models.PositiveSmallIntegerField(null=True, blank=True)
     # The last full listing that saw this id: after a (re)listing, rows it did not see
     # are gone from Gmail.
     listed_by_run = models.BigIntegerField(null=True, blank=True)
@@ -105,6 +108,12 @@ class EmailMessage(models.Model):
                 fields=["user"],
                 condition=Q(unavailable_since__isnull=False),
                 name="message_unavailable_idx",
+            ),
+            # Claims and retry waits are a handful of rows per mailbox at any time.
+            models.Index(
+                fields=["user", "claim_slot"],
+                condition=Q(claimed_until__isnull=False, internal_date__isnull=True),
+                name="message_claimed_idx",
             ),
             models.Index(fields=["user", "thread_id"], name="message_thread_idx"),
             models.Index(fields=["user", "-internal_date"], name="message_date_idx"),
@@ -189,6 +198,8 @@ class SyncProgress(models.Model):
     # watchdog resumes it), longer after each failure in a row.
     retry_at = models.DateTimeField(null=True, blank=True)
     failures_in_a_row = models.PositiveSmallIntegerField(default=0)
+    # The worker ("host:pid") that last ran a step of this run (see BatchSlot.holder).
+    holder = models.CharField(max_length=128, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     started_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -289,6 +300,9 @@ class BatchSlot(models.Model):
     )
     number = models.PositiveSmallIntegerField()
     leased_until = models.DateTimeField(null=True, blank=True)
+    # The worker ("host:pid") that leased or last renewed the slot: when Django-Q2's
+    # cluster stats show it is gone, the watchdog frees the slot at once.
+    holder = models.CharField(max_length=128, blank=True, default="")
 
     class Meta:
         constraints = [

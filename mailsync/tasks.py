@@ -6,16 +6,37 @@ stage and enqueues the steps it returns.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable
 
+from django import db
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django_q.tasks import async_task
 
 from . import sync
 
+log = logging.getLogger(__name__)
+
+
+# A database restart or failover drops every connection: the step is run again on a
+# new one (steps are idempotent) instead of failing and leaving its run to the watchdog.
+DATABASE_ATTEMPTS = 4
+
 
 def run_stage(stage: str, user_id: int, *args) -> None:
-    enqueue_steps(sync.run_step(sync.Step(stage, user_id, tuple(args))))
+    step = sync.Step(stage, user_id, tuple(args))
+    for attempt in range(DATABASE_ATTEMPTS):
+        try:
+            enqueue_steps(sync.run_step(step))
+            return
+        except (OperationalError, InterfaceError):
+            if attempt + 1 == DATABASE_ATTEMPTS:
+                raise
+            log.warning("%s: the database connection failed; retrying", step, exc_info=True)
+            db.connections.close_all()
+            time.sleep(2**attempt)
 
 
 def enqueue_steps(steps: Iterable[sync.Step]) -> None:

@@ -15,6 +15,7 @@ from django.utils import timezone
 from .. import counters, gmail
 from ..models import BatchSlot, EmailMessage, SyncProgress
 from ..parsing import ParsedMessage, parse_message
+from ..workers import current_holder
 from .completion import complete_incremental_if_done, complete_initial_sync_if_done, refresh_counts
 from .labels import label_pks_for, set_labels
 from .pending import claimable_messages, lease_seconds, messages_to_fetch
@@ -58,7 +59,9 @@ def fill_batch_slots(user_id: int) -> list[Step]:
     ).order_by("number"):
         if len(steps) >= wanted:
             break
-        if BatchSlot.objects.filter(free, pk=slot.pk).update(leased_until=lease):
+        if BatchSlot.objects.filter(free, pk=slot.pk).update(
+            leased_until=lease, holder=current_holder()
+        ):
             steps.append(Step("fetch_batch", user_id, (slot.number,)))
     return steps
 
@@ -70,7 +73,7 @@ class Claimed:
     failures: int
 
 
-def claim_messages(user_id: int, limit: int) -> list[Claimed]:
+def claim_messages(user_id: int, limit: int, slot: int | None = None) -> list[Claimed]:
     """Atomically claim up to `limit` messages to fetch, in listing order.
 
     PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED, so concurrent claimers pass each
@@ -91,7 +94,7 @@ def claim_messages(user_id: int, limit: int) -> list[Claimed]:
             return []
         pks = [row.pk for row in rows]
         if claimable_messages(now, user_id=user_id).filter(pk__in=pks).update(
-            claimed_until=lease
+            claimed_until=lease, claim_slot=slot
         ) == len(rows):
             return rows
         won = set(
@@ -105,7 +108,7 @@ def claim_messages(user_id: int, limit: int) -> list[Claimed]:
 def fetch_batch(user_id: int, slot: int) -> list[Step]:
     """Stage 4: fetch one batch of claimed messages and store them; keep the slot
     and go on while work remains."""
-    claimed = claim_messages(user_id, settings.MAILSYNC_BATCH_SIZE)
+    claimed = claim_messages(user_id, settings.MAILSYNC_BATCH_SIZE, slot)
     if not claimed:
         return _nothing_to_claim(user_id, slot)
     _renew_slot(user_id, slot)
@@ -198,7 +201,9 @@ def _complete_finished_runs(user_id: int) -> None:
 
 def _renew_slot(user_id: int, slot: int) -> None:
     lease = timezone.now() + dt.timedelta(seconds=lease_seconds())
-    BatchSlot.objects.filter(user_id=user_id, number=slot).update(leased_until=lease)
+    BatchSlot.objects.filter(user_id=user_id, number=slot).update(
+        leased_until=lease, holder=current_holder()
+    )
 
 
 def _release_slot(user_id: int, slot: int) -> None:
@@ -311,6 +316,7 @@ def _charge_failures(
                 fetch_failures=attempts,
                 last_fetch_error=str(error)[:2000],
                 claimed_until=now + dt.timedelta(seconds=wait),
+                claim_slot=None,
             )
         outcome.failed_alone += 1
 

@@ -48,9 +48,11 @@ def retry_failed_messages(user_id: int) -> int:
     return unavailable
 
 
-def release_claims(user_id: int) -> int:
-    """Forget every claim and retry wait on the user's messages still to fetch (their
-    holders are known to be dead): they are claimable at once."""
-    return messages_to_fetch(user_id=user_id, claimed_until__isnull=False).update(
-        claimed_until=None
-    )
+def release_claims(user_id: int, slots: list[int] | None = None) -> int:
+    """Forget the claims of these slots' chains (all claims and retry waits when
+    `slots` is None): their holders are known to be dead; the messages are claimable
+    at once."""
+    held = messages_to_fetch(user_id=user_id, claimed_until__isnull=False)
+    if slots is not None:
+        held = held.filter(claim_slot__in=slots)
+    return held.update(claimed_until=None, claim_slot=None)

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from .. import gmail
 from ..models import SyncProgress
+from ..workers import current_holder
 from .batches import fetch_batch
 from .incremental import incremental_sync
 from .initial import begin_initial_sync, list_page, verify_unlisted
@@ -53,6 +54,8 @@ def run_until_finished(run: SyncProgress, timeout_s: float = 24 * 3600) -> SyncP
 
 def run_step(step: Step) -> list[Step]:
     """Run one stage, turning Gmail failures into run states. Returns what follows."""
+    if step.stage in RUN_STAGES:  # (batch chains hold slots instead)
+        SyncProgress.objects.filter(pk=step.args[0]).update(holder=current_holder())
     try:
         return STAGES[step.stage](step.user_id, *step.args)
     except gmail.AccessRevoked as exc:
@@ -95,3 +98,6 @@ STAGES: dict[str, Callable[..., list[Step]]] = {
     "rescan_label_page": rescan_label_page,
     "begin_health_check": begin_health_check,
 }
+# Stages whose first argument is the run they carry on: the worker running one is the
+# run's holder (see mailsync/workers.py).
+RUN_STAGES = set(STAGES) - {"fetch_batch"}
