@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from .fields import CompressedTextField
+
 
 class Label(models.Model):
     """A Gmail label with all its metadata, as labels.get returns it."""
@@ -86,8 +88,8 @@ class EmailMessage(models.Model):
     cc = models.TextField(blank=True, default="")
     date_header = models.DateTimeField(null=True, blank=True)
     message_id_header = models.TextField(blank=True, default="")
-    body_text = models.TextField(blank=True, default="")
-    body_html = models.TextField(blank=True, default="")
+    body_text = CompressedTextField()
+    body_html = CompressedTextField()
     attachments = models.JSONField(default=list, blank=True)
     parse_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
