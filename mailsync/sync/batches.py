@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .. import gmail
+from .. import gmail, metrics
 from ..models import BatchSlot, EmailMessage, SyncProgress
 from ..parsing import ParsedMessage, parse_message
 from .completion import complete_incremental_if_done, complete_initial_sync_if_done, refresh_counts
@@ -153,6 +153,7 @@ def store_messages(user_id: int, pks: dict[str, int], result: gmail.BatchResult)
                 fetch_failures=F("fetch_failures") + 1,
                 last_fetch_error=str(error)[:2000],
             )
+    metrics.messages_fetched(sum(1 for p in parsed if p.gmail_id in pks))
 
 
 def _fetched_fields(p: ParsedMessage) -> dict:
@@ -165,6 +166,7 @@ def _fetched_fields(p: ParsedMessage) -> dict:
         "size_estimate": p.size_estimate,
         "subject": p.subject,
         "sender": p.sender,
+        "sender_address": p.sender_address,
         "to": p.to,
         "cc": p.cc,
         "date_header": p.date_header,

@@ -6,9 +6,10 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from .. import metrics
 from ..models import EmailMessage, SyncProgress
 from .pending import MAX_FETCH_FAILURES, messages_to_fetch
-from .runs import RELISTING_TYPES, SyncType, active_run, finish_run
+from .runs import RELISTING_TYPES, SyncType, active_run, finish_run, observe_sync_lag, report_end
 
 User = get_user_model()
 Status = SyncProgress.Status
@@ -38,16 +39,20 @@ def complete_initial_sync_if_done(user_id: int) -> bool:
         refresh_counts(run)
         if stuck:
             count = unfetched.count()
+            message = (
+                f"{count} message(s) could not be fetched after {MAX_FETCH_FAILURES} "
+                f"attempts, e.g. {stuck[0][0]}: {stuck[0][1]}"
+            )
             won = SyncProgress.objects.filter(pk=run.pk, status=Status.IN_PROGRESS).update(
                 status=Status.FAILED,
                 completed_at=now,
                 num_total=run.num_total,
                 num_processed=run.num_processed,
-                error_message=(
-                    f"{count} message(s) could not be fetched after {MAX_FETCH_FAILURES} "
-                    f"attempts, e.g. {stuck[0][0]}: {stuck[0][1]}"
-                ),
+                error_message=message,
             )
+            if won:
+                metrics.messages_unavailable(count)
+                report_end(user_id, run.pk, SyncType.INITIAL, Status.FAILED, message)
             return bool(won)
         won = SyncProgress.objects.filter(pk=run.pk, status=Status.IN_PROGRESS).update(
             status=Status.COMPLETED,
@@ -57,6 +62,8 @@ def complete_initial_sync_if_done(user_id: int) -> bool:
             error_message="",
         )
         if won:
+            observe_sync_lag(user_id, now)
+            report_end(user_id, run.pk, SyncType.INITIAL, Status.COMPLETED, messages=run.num_total)
             User.objects.filter(pk=user_id).update(
                 gmail_history_id=run.start_history_id,
                 initial_sync_completed=True,

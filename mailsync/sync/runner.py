@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 
 from .. import gmail
+from ..log_format import event
 from .batches import fetch_batch
 from .incremental import incremental_sync
 from .initial import begin_initial_sync, list_page
@@ -35,12 +37,16 @@ def run_step(step: Step) -> list[Step]:
 
         quota.penalize(step.user_id, DAILY_QUOTA_PAUSE_S)
         note_on_runs(step.user_id, f"Paused: Gmail's daily quota is exhausted ({exc}).")
+        event("run.paused", step.user_id, f"daily quota exhausted: {exc}", level=logging.WARNING)
     except gmail.RateLimited as exc:
         if worth_retrying_now(exc):
             return [step]  # the next task waits its turn for the budget
         # A long pause (a daily limit, a long Retry-After): no task spins meanwhile;
         # the watchdog resumes the run from the database afterwards.
         note_on_runs(step.user_id, f"Paused for {exc.retry_after:.0f} s: {exc}", keep=True)
+        event(
+            "run.paused", step.user_id, f"for {exc.retry_after:.0f} s: {exc}", level=logging.WARNING
+        )
     except gmail.PermanentError as exc:
         fail_runs(step.user_id, f"Gmail refused a request: {exc}")
     return []
