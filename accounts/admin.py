@@ -38,12 +38,19 @@ class GoogleAccessFilter(admin.SimpleListFilter):
 
 
 def _ago(moment) -> str:
+    """ "3 hours ago" ("just now" under a minute), the exact time on hover."""
     if moment is None:
         return "never"
+    now = timezone.now()
+    words = (
+        "just now"
+        if (now - moment).total_seconds() < 60
+        else f"{timesince(moment, now, depth=1)} ago"
+    )
     return format_html(
-        '<span title="{}">{} ago</span>',
+        '<span title="{}">{}</span>',
         timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S"),
-        timesince(moment, depth=1),
+        words,
     )
 
 

@@ -38,7 +38,7 @@ def progress_bar(percentage: int, label: str = "") -> str:
     text = label or f"{percentage}%"
     return format_html(
         '<span class="sync-bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
-        'aria-valuenow="{}" title="{}" style="display:inline-block;width:6em;height:.7em;'
+        'aria-valuenow="{}" title="{}" style="display:inline-block;width:4em;height:.7em;'
         'background:#e6e9ed;border-radius:3px;overflow:hidden;vertical-align:middle">'
         '<span style="display:block;height:100%;width:{}%;background:#417690"></span>'
         "</span> {}",
@@ -74,17 +74,17 @@ class ConsoleMedia:
 
 @admin.register(SyncProgress)
 class SyncProgressAdmin(BoundedAdmin, ReadOnlyAdmin):
+    # Eight columns that fit a 1280 px screen beside the filters: type and status share
+    # one, start and duration another.
     list_display = (
         "id",
         "user",
-        "sync_type",
-        "status_display",
+        "run",
         "progress",
         "changes",
         "rate_and_eta",
-        "duration",
+        "when",
         "error",
-        "started",
     )
     list_filter = ("status", "sync_type", user_filter())
     # A run id, or a user's exact email address: both indexed lookups.
@@ -137,21 +137,31 @@ class SyncProgressAdmin(BoundedAdmin, ReadOnlyAdmin):
             return queryset.filter(pk=int(term)), False
         return queryset.filter(user__email__iexact=term), False
 
-    @admin.display(description="status")
-    def status_display(self, obj: SyncProgress) -> str:
-        return status_badge(obj.status, obj.get_status_display())
+    @admin.display(description="run")
+    def run(self, obj: SyncProgress) -> str:
+        return format_html(
+            "{}<br>{}",
+            obj.get_sync_type_display().capitalize(),
+            status_badge(obj.status, obj.get_status_display()),
+        )
 
-    @admin.display(description="progress (processed / total)")
+    @admin.display(description="progress")
     def progress(self, obj: SyncProgress) -> str:
         return progress_bar(obj.percentage(), f"{obj.num_processed} / {obj.num_total}")
 
-    @admin.display(description="started")
-    def started(self, obj: SyncProgress) -> str:
-        return timezone.localtime(obj.started_at).strftime("%Y-%m-%d %H:%M")
+    @admin.display(description="started, took")
+    def when(self, obj: SyncProgress) -> str:
+        started = timezone.localtime(obj.started_at).strftime("%Y-%m-%d %H:%M")
+        return format_html("{}<br>{}", started, self.duration(obj))
 
-    @admin.display(description="added / deleted / relabelled")
+    @admin.display(description="changes")
     def changes(self, obj: SyncProgress) -> str:
-        return f"+{obj.num_added} -{obj.num_deleted} ~{obj.num_relabelled}"
+        return format_html(
+            '<span title="added, deleted, relabelled">+{} -{} ~{}</span>',
+            obj.num_added,
+            obj.num_deleted,
+            obj.num_relabelled,
+        )
 
     @admin.display(description="rate, ETA")
     def rate_and_eta(self, obj: SyncProgress) -> str:
@@ -167,7 +177,7 @@ class SyncProgressAdmin(BoundedAdmin, ReadOnlyAdmin):
 
     @admin.display(description="error")
     def error(self, obj: SyncProgress) -> str:
-        return truncatechars(obj.error_message, 80)
+        return truncatechars(obj.error_message, 60)
 
 
 @admin.register(Label)
