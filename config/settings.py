@@ -325,9 +325,9 @@ LOGGING = {
 # qcluster workers) writes its figures to files here and /metrics adds them up. It must
 # be set before prometheus_client is imported, hence os.environ; production points it
 # at a directory of its own per machine (tmpfs, e.g. /run/mailsync/metrics).
-PROMETHEUS_MULTIPROC_DIR = env.str(
-    "PROMETHEUS_MULTIPROC_DIR", default=str(BASE_DIR / ".metrics")
-).strip()
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="").strip() or str(
+    BASE_DIR / ".metrics"
+)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
 Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 # /metrics is open with DEBUG on; otherwise it needs the bearer token, a client address

@@ -81,14 +81,23 @@ def test_the_heartbeat_is_one_row_per_cluster_and_host():
 
 
 # --- A real server whose database or broker is down ----------------------------------------
-def _get(url: str) -> tuple[int, dict] | None:
+def _get_text(url: str, token: str = "") -> tuple[int, str] | None:
+    """(status, body) of GET `url`; None when nothing answers."""
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, json.loads(response.read())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        return exc.code, exc.read().decode()
     except OSError:
         return None
+
+
+def _get(url: str) -> tuple[int, dict] | None:
+    answer = _get_text(url)
+    return None if answer is None else (answer[0], json.loads(answer[1]))
 
 
 # A plain WSGI server (as gunicorn would be): runserver refuses to start without its
