@@ -17,14 +17,19 @@ from django.contrib.admin import ShowFacets
 from django.core.paginator import Paginator
 
 COUNT_CAP = 10_000
+# A search's condition is evaluated row by row while counting (full text: one
+# to_tsvector per row), so a searched list counts less far.
+SEARCH_COUNT_CAP = 1_000
 
 
 class CappedCountPaginator(Paginator):
-    cap = COUNT_CAP
+    def __init__(self, *args, cap: int = COUNT_CAP, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cap = cap
 
     @cached_property
     def count(self) -> int:
-        return self.object_list[: self.cap + 1].count()
+        return self.object_list.values("pk")[: self.cap + 1].count()
 
     @property
     def capped(self) -> bool:
@@ -44,6 +49,10 @@ class BoundedChangelist:
     show_facets = ShowFacets.NEVER
     sortable_by = ()
     list_per_page = 50
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        cap = SEARCH_COUNT_CAP if request.GET.get("q", "").strip() else COUNT_CAP
+        return self.paginator(queryset, per_page, orphans, allow_empty_first_page, cap=cap)
 
 
 class BoundedAdmin(BoundedChangelist, DALFModelAdmin):

@@ -75,7 +75,6 @@ PUSH_DELIVERIES = Counter(
 )
 
 
-
 def _declare_known_series() -> None:
     """Every series we know of exists from the start (at 0), so that dashboards and
     alerts see the metric before its first event, and rate() sees the first one."""

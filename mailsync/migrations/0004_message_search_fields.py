@@ -37,6 +37,8 @@ def add_subject_fts_index(apps, schema_editor):
 
     index = GinIndex(SearchVector("subject", config="simple"), name=SUBJECT_FTS_INDEX)
     schema_editor.add_index(apps.get_model("mailsync", "EmailMessage"), index, concurrently=True)
+    # Statistics of the new expression, or the planner guesses (a sample, not the table).
+    schema_editor.execute("ANALYZE mailsync_emailmessage")
 
 
 def drop_subject_fts_index(apps, schema_editor):

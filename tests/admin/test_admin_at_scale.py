@@ -21,7 +21,9 @@ MESSAGES = reverse("admin:mailsync_emailmessage_changelist")
 RUNS = reverse("admin:mailsync_syncprogress_changelist")
 USERS = reverse("admin:accounts_user_changelist")
 LABELS = reverse("admin:mailsync_label_changelist")
+AUTOCOMPLETE = reverse("admin:autocomplete")
 BIG_TABLES = (
+    "accounts_user",
     "mailsync_emailmessage",
     "mailsync_syncprogress",
     "mailsync_label",
@@ -32,7 +34,13 @@ BIG_TABLES = (
 def seed(user_factory, users: int, messages_per_user: int) -> list:
     """Users, each with two labels, messages linked to INBOX, and ten runs."""
     now = timezone.now()
-    made = [user_factory(email=f"scale{n}-{users}@example.com") for n in range(users)]
+    made = [
+        user_factory(
+            email=f"scale{n}-{users}@example.com",
+            gmail_auth_error="invalid_grant" if n % 10 == 1 else "",
+        )
+        for n in range(users)
+    ]
     for user in made:
         inbox = Label.objects.create(user=user, gmail_id="INBOX", name="INBOX", type="system")
         Label.objects.create(user=user, gmail_id="CATEGORY_PERSONAL", name="x", type="system")
@@ -77,7 +85,15 @@ def views(user, message) -> dict[str, tuple[str, dict]]:
         "failed sync runs": (RUNS, {"status__exact": "failed"}),
         "one user's runs": (RUNS, one_user),
         "run by id": (RUNS, {"q": str(SyncProgress.objects.filter(user=user).first().pk)}),
+        "runs by user email": (RUNS, {"q": user.email.upper()}),
         "users": (USERS, {}),
+        "users who need to sign in": (USERS, {"google_access": "refused"}),
+        "user search": (USERS, {"q": user.email[:8]}),
+        "user autocomplete": (
+            AUTOCOMPLETE,
+            {"term": user.email[:8], "app_label": "mailsync", "model_name": "emailmessage"}
+            | {"field_name": "user"},
+        ),
         "one user's labels": (LABELS, one_user),
     }
 
@@ -121,19 +137,41 @@ def test_the_message_list_neither_counts_nor_lists_everything(admin_client, user
     assert "1000 email messages" in one
 
 
+# The index each lookup must be answered with (its own, not a walk of the primary key).
+LOOKUP_INDEXES = {
+    "one user's messages": "message_date_idx",
+    "search by sender": "message_sender_idx",
+    "search by gmail id": "message_gmail_id_idx",
+    "search by thread id": "message_thread_id_idx",
+    "search for a rare subject word": "message_subject_fts_idx",
+    "runs by user email": "user_email_upper_idx",
+    "users who need to sign in": "user_needs_sign_in_idx",
+    "user search": "user_email_upper_idx",
+    "user autocomplete": "user_email_upper_idx",
+}
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="query plans are PostgreSQL's")
-def test_no_sequential_scan_of_a_big_table_on_postgresql(admin_client, user_factory):
+def test_no_sequential_scan_and_lookups_use_their_index_on_postgresql(admin_client, user_factory):
     users = seed(user_factory, users=5, messages_per_user=200)
     message = EmailMessage.objects.filter(user=users[2]).last()
+    message.subject = "zanzibar"
+    message.save()
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
-    for name, (url, params) in views(users[2], message).items():
+    checked = views(users[2], message)
+    checked["search for a rare subject word"] = (MESSAGES, {"q": "zanzibar"})
+    for name, (url, params) in checked.items():
+        plans = []
         for sql in queries_of(admin_client, url, params):
             if not sql.lstrip().upper().startswith("SELECT"):
                 continue
             plan = explain_without_seqscans(sql)
             scanned = [table for table in BIG_TABLES if f"Seq Scan on {table}" in plan]
             assert not scanned, f"{name}: sequential scan of {scanned}\n{sql}\n{plan}"
+            plans.append(plan)
+        if name in LOOKUP_INDEXES:
+            assert any(LOOKUP_INDEXES[name] in plan for plan in plans), (name, plans)
 
 
 def explain_without_seqscans(sql: str) -> str:
