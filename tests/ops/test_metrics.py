@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from mailsync import metrics, sync
-from mailsync.models import SyncProgress
+from mailsync.models import EmailMessage, SyncProgress
 from tests.cluster import ROOT
 from tests.ops.conftest import parse_metrics, total
 
@@ -102,6 +102,7 @@ def test_an_inline_sync_counts_what_the_emulator_saw(connected_mailbox, emulator
         ), method
     assert delta("mailsync_gmail_requests_total", method="users.messages.get", status="200") == 120
     assert delta("mailsync_messages_fetched_total") == 120
+    assert not EmailMessage.objects.filter(user=user, sender_address="").exists()
     assert delta("mailsync_gmail_quota_units_total", method="users.messages.get") == 120 * 5
     assert delta("mailsync_sync_runs_total", type="initial", status="started") == 1
     assert delta("mailsync_sync_runs_total", type="initial", status="completed") == 1
