@@ -8,6 +8,8 @@ SECRET_KEY, DATABASE_URL (PostgreSQL) and REDIS_URL.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -84,7 +86,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.apps.OperatorAdminConfig",  # django.contrib.admin with our index order
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -97,6 +99,7 @@ INSTALLED_APPS = [
     "allauth.socialaccount",
     "allauth.socialaccount.providers.google",
     "django_q",
+    "dalf",  # autocomplete list filters in the admin (no list of every user)
     "accounts",
     "mailsync",
 ]
@@ -312,14 +315,62 @@ USE_I18N = True
 USE_TZ = True
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+# plain: one readable line per event; json: one JSON object per line for log shippers
+# (user_id, run_id, event and the other `extra` fields become keys).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} must be plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    # Django-Q2 logs every task it takes, runs and schedules at INFO (140M lines a day
+    # for the fleet): those lines are DEBUG here; start, stop and failures stay.
+    "filters": {"task_noise": {"()": "mailsync.log_format.TaskNoiseFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"googleapiclient.discovery_cache": {"level": "ERROR"}},
+    "loggers": {
+        "googleapiclient.discovery_cache": {"level": "ERROR"},
+        "django-q": {"filters": ["task_noise"]},
+    },
 }
+
+# --- Operating it: metrics and health ----------------------------------------------------
+# prometheus-client's multiprocess mode: every process of this machine (web workers,
+# qcluster workers) writes its figures to files here and /metrics adds them up. It must
+# be set before prometheus_client is imported, hence os.environ; production points it
+# at a directory of its own per machine (tmpfs, e.g. /run/mailsync/metrics).
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="").strip() or str(
+    BASE_DIR / ".metrics"
+)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# /metrics is open with DEBUG on; otherwise it needs the bearer token, a client address
+# in the networks, or both when both are set (and refuses everyone when neither is).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
+
+def _networks_setting(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    networks = []
+    for item in env.list(name, default=[]):
+        try:
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP network") from None
+    return networks
+
+
+METRICS_ALLOWED_NETWORKS = _networks_setting("METRICS_ALLOWED_NETWORKS")
+# /health/ fails when no qcluster has finished a task for this long (the incremental
+# dispatcher runs every minute, so a live cluster beats at least that often).
+HEALTH_HEARTBEAT_MAX_AGE_SECONDS = _int_setting("HEALTH_HEARTBEAT_MAX_AGE_SECONDS", 180, 10)
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = _bool_setting("SESSION_COOKIE_SECURE", True)

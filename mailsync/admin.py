@@ -5,18 +5,24 @@ The mirror is written by the sync alone; the console shows it and never edits it
 
 from __future__ import annotations
 
-from django.contrib import admin
+import re
+
+from django.contrib import admin, messages
+from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.db import connections
+from django.db.models import Q, QuerySet
 from django.template.defaultfilters import filesizeformat, truncatechars
 from django.utils import timezone
 from django.utils.html import escape, format_html, format_html_join
 
+from .admin_scale import BoundedAdmin, chosen_user_id, user_filter
 from .html_sanitizer import sanitize_email_html
 from .models import EmailMessage, Label, SyncProgress
-from .status import format_duration, run_rate_and_eta
+from .status import format_duration, label_display_name, run_rate_and_eta
 
-admin.site.site_header = "Gmail mirror — operator console"
-admin.site.site_title = "Gmail mirror"
-admin.site.index_title = "Operator console"
+# One token that could be a Gmail message or thread id (they are hex; the emulator's
+# and other ids are alphanumeric): exact lookups on two indexes, nearly free.
+_ID_LIKE = re.compile(r"[A-Za-z0-9_-]{6,64}")
 
 # Remote content (tracking pixels, fonts) stays unloaded when an operator reads a
 # message; the sandbox without allow-scripts already keeps scripts from running.
@@ -32,7 +38,7 @@ def progress_bar(percentage: int, label: str = "") -> str:
     text = label or f"{percentage}%"
     return format_html(
         '<span class="sync-bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
-        'aria-valuenow="{}" title="{}" style="display:inline-block;width:6em;height:.7em;'
+        'aria-valuenow="{}" title="{}" style="display:inline-block;width:4em;height:.7em;'
         'background:#e6e9ed;border-radius:3px;overflow:hidden;vertical-align:middle">'
         '<span style="display:block;height:100%;width:{}%;background:#417690"></span>'
         "</span> {}",
@@ -56,25 +62,37 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+def status_badge(status: str, display: str) -> str:
+    """A run's status, red when it failed (trouble must look like trouble)."""
+    css = {"failed": "trouble", "completed": "fine"}.get(status, "busy")
+    return format_html('<span class="badge badge-{}">{}</span>', css, display)
+
+
+class ConsoleMedia:
+    css = {"all": ("mailsync/admin.css",)}
+
+
 @admin.register(SyncProgress)
-class SyncProgressAdmin(ReadOnlyAdmin):
+class SyncProgressAdmin(BoundedAdmin, ReadOnlyAdmin):
+    # Eight columns that fit a 1280 px screen beside the filters: type and status share
+    # one, start and duration another.
     list_display = (
         "id",
         "user",
-        "sync_type",
-        "status",
+        "run",
         "progress",
-        "counts",
         "changes",
         "rate_and_eta",
-        "duration",
+        "when",
         "error",
-        "started_at",
     )
-    list_filter = ("status", "sync_type")
-    search_fields = ("user__email", "error_message")
+    list_filter = ("status", "sync_type", user_filter())
+    # A run id, or a user's exact email address: both indexed lookups.
+    search_fields = ("=id",)
+    search_help_text = "A run id, or a user's email address."
     list_select_related = ("user",)
-    date_hierarchy = "started_at"
+    ordering = ("-pk",)
+    Media = ConsoleMedia
     fieldsets = (
         (None, {"fields": ("user", "sync_type", "status", "progress", "rate_and_eta")}),
         (
@@ -111,17 +129,39 @@ class SyncProgressAdmin(ReadOnlyAdmin):
     )
     readonly_fields = ("progress", "rate_and_eta", "duration")
 
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if term.isdigit():
+            return queryset.filter(pk=int(term)), False
+        return queryset.filter(user__email__iexact=term), False
+
+    @admin.display(description="run")
+    def run(self, obj: SyncProgress) -> str:
+        return format_html(
+            "{}<br>{}",
+            obj.get_sync_type_display().capitalize(),
+            status_badge(obj.status, obj.get_status_display()),
+        )
+
     @admin.display(description="progress")
     def progress(self, obj: SyncProgress) -> str:
-        return progress_bar(obj.percentage())
+        return progress_bar(obj.percentage(), f"{obj.num_processed} / {obj.num_total}")
 
-    @admin.display(description="processed / total")
-    def counts(self, obj: SyncProgress) -> str:
-        return f"{obj.num_processed} / {obj.num_total}"
+    @admin.display(description="started, took")
+    def when(self, obj: SyncProgress) -> str:
+        started = timezone.localtime(obj.started_at).strftime("%Y-%m-%d %H:%M")
+        return format_html("{}<br>{}", started, self.duration(obj))
 
-    @admin.display(description="added / deleted / relabelled")
+    @admin.display(description="changes")
     def changes(self, obj: SyncProgress) -> str:
-        return f"+{obj.num_added} -{obj.num_deleted} ~{obj.num_relabelled}"
+        return format_html(
+            '<span title="added, deleted, relabelled">+{} -{} ~{}</span>',
+            obj.num_added,
+            obj.num_deleted,
+            obj.num_relabelled,
+        )
 
     @admin.display(description="rate, ETA")
     def rate_and_eta(self, obj: SyncProgress) -> str:
@@ -137,13 +177,14 @@ class SyncProgressAdmin(ReadOnlyAdmin):
 
     @admin.display(description="error")
     def error(self, obj: SyncProgress) -> str:
-        return truncatechars(obj.error_message, 80)
+        return truncatechars(obj.error_message, 60)
 
 
 @admin.register(Label)
-class LabelAdmin(ReadOnlyAdmin):
+class LabelAdmin(BoundedAdmin, ReadOnlyAdmin):
     list_display = (
-        "name",
+        "display_name",
+        "gmail_id",
         "user",
         "type",
         "colors",
@@ -152,9 +193,28 @@ class LabelAdmin(ReadOnlyAdmin):
         "threads_total",
         "updated_at",
     )
-    list_filter = ("user", "type")
-    search_fields = ("name", "gmail_id")
+    list_filter = (user_filter(), "type")
+    search_fields = ("name",)
+    search_help_text = "Choose a user first: searches that user's label names and ids."
     list_select_related = ("user",)
+    Media = ConsoleMedia
+
+    def get_ordering(self, request):
+        # A user's labels by kind and name (bounded by the user); otherwise newest first.
+        return ("type", "name") if chosen_user_id(request) else ("-pk",)
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if not chosen_user_id(request):
+            self.message_user(request, "Choose a user first to search labels.", messages.INFO)
+            return queryset.none(), False
+        return queryset.filter(Q(name__icontains=term) | Q(gmail_id__iexact=term)), False
+
+    @admin.display(description="name")
+    def display_name(self, obj: Label) -> str:
+        return label_display_name(obj)
 
     @admin.display(description="colors")
     def colors(self, obj: Label) -> str:
@@ -163,31 +223,38 @@ class LabelAdmin(ReadOnlyAdmin):
         return f"{obj.text_color or '-'} on {obj.background_color or '-'}"
 
 
-class LabelFilter(admin.SimpleListFilter):
-    """Labels by name; with a user chosen, only that user's labels are offered."""
+class MailboxFilter(admin.SimpleListFilter):
+    """A filter within one mailbox: offered once a user is chosen (across every
+    mailbox it would scan the whole table); a value given in the URL still applies."""
 
+    def has_output(self) -> bool:
+        return bool(self.lookup_choices) or self.value() is not None
+
+
+class LabelFilter(MailboxFilter):
     title = "label"
     parameter_name = "label"
 
     def lookups(self, request, model_admin):
-        labels = Label.objects.all()
-        user_id = request.GET.get("user__id__exact", "")
-        if user_id.isdigit():
-            labels = labels.filter(user_id=user_id)
-        names = labels.order_by("name").values_list("name", flat=True).distinct()
-        return [(name, name) for name in names]
+        user_id = chosen_user_id(request)
+        if user_id is None:
+            return []
+        labels = Label.objects.filter(user_id=user_id).order_by("type", "name")
+        return [(label.gmail_id, label_display_name(label)) for label in labels]
 
     def queryset(self, request, queryset):
         if self.value():
-            return queryset.filter(labels__name=self.value())
+            return queryset.filter(labels__gmail_id=self.value())
         return queryset
 
 
-class FetchedFilter(admin.SimpleListFilter):
+class FetchedFilter(MailboxFilter):
     title = "fetched"
     parameter_name = "fetched"
 
     def lookups(self, request, model_admin):
+        if chosen_user_id(request) is None:
+            return []
         return [("yes", "Fetched"), ("no", "Listed, not fetched yet")]
 
     def queryset(self, request, queryset):
@@ -196,15 +263,34 @@ class FetchedFilter(admin.SimpleListFilter):
         return queryset
 
 
+def search_messages(queryset: QuerySet, term: str) -> QuerySet:
+    """Messages matching `term`, through indexes only: an address is looked up as the
+    sender (exact, any case); one token may also be a message or thread id; words are
+    searched in subjects (PostgreSQL full-text, GIN; a plain scan elsewhere)."""
+    term = term.strip()
+    if "@" in term and " " not in term:
+        return queryset.filter(sender_address=term.strip("<>").lower())
+    condition = Q()
+    if _ID_LIKE.fullmatch(term):
+        condition |= Q(gmail_id=term) | Q(thread_id=term)
+    if connections[queryset.db].vendor == "postgresql":
+        queryset = queryset.alias(subject_search=SearchVector("subject", config="simple"))
+        condition |= Q(subject_search=SearchQuery(term, config="simple", search_type="websearch"))
+    else:
+        condition |= Q(subject__icontains=term)
+    return queryset.filter(condition)
+
+
 @admin.register(EmailMessage)
-class EmailMessageAdmin(ReadOnlyAdmin):
+class EmailMessageAdmin(BoundedAdmin, ReadOnlyAdmin):
     list_display = ("subject_or_id", "sender", "internal_date", "label_names", "user")
-    list_filter = ("user", LabelFilter, FetchedFilter)
-    search_fields = ("subject", "sender")
+    list_filter = (user_filter(), LabelFilter, FetchedFilter)
+    search_fields = ("subject",)  # shows the search box; get_search_results decides
+    search_help_text = (
+        "A sender address (exact), a Gmail message or thread id, or words of the subject."
+    )
     list_select_related = ("user",)
-    ordering = ("-internal_date", "-pk")
-    # Counting every message of every user on each page load is the slow part.
-    show_full_result_count = False
+    Media = ConsoleMedia
     fieldsets = (
         (
             "Headers",
@@ -213,6 +299,7 @@ class EmailMessageAdmin(ReadOnlyAdmin):
                     "user",
                     "subject",
                     "sender",
+                    "sender_address",
                     "to",
                     "cc",
                     "date_header",
@@ -246,13 +333,24 @@ class EmailMessageAdmin(ReadOnlyAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("labels")
 
-    @admin.display(description="subject", ordering="subject")
+    def get_ordering(self, request):
+        # One mailbox: newest mail first, on (user, -internal_date). Every mailbox: the
+        # most recently listed first, on the primary key; no other order is indexed.
+        return ("-internal_date",) if chosen_user_id(request) else ("-pk",)
+
+    def get_search_results(self, request, queryset, search_term):
+        if not search_term.strip():
+            return queryset, False
+        return search_messages(queryset, search_term), False
+
+    @admin.display(description="subject")
     def subject_or_id(self, obj: EmailMessage) -> str:
         return truncatechars(obj.subject, 100) or f"({obj.gmail_id})"
 
     @admin.display(description="labels")
     def label_names(self, obj: EmailMessage) -> str:
-        return ", ".join(sorted(label.name for label in obj.labels.all())) or "-"
+        names = sorted(label_display_name(label) for label in obj.labels.all())
+        return ", ".join(names) or "-"
 
     @admin.display(description="attachments")
     def attachment_table(self, obj: EmailMessage) -> str:

@@ -6,9 +6,12 @@ class MailsyncConfig(AppConfig):
     verbose_name = "Gmail mirror"
 
     def ready(self) -> None:
-        from django_q.signals import pre_execute
+        from django_q.signals import post_execute, pre_execute
+
+        from .health import beat_after_task
 
         pre_execute.connect(forget_logged_queries, dispatch_uid="mailsync.forget_logged_queries")
+        post_execute.connect(beat_after_task, dispatch_uid="mailsync.heartbeat")
 
 
 def forget_logged_queries(sender, **kwargs) -> None:

@@ -26,7 +26,7 @@ from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
 
-from . import quota
+from . import metrics, quota
 from .credentials import NoGoogleAccount, RefreshRefused, credentials_for
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,7 @@ class GmailClient:
                 f"quota budget busy for {reservation.wait_s:.0f} s", retry_after=reservation.wait_s
             )
         if reservation.wait_s > 0:
+            metrics.quota_wait(reservation.wait_s)
             time.sleep(reservation.wait_s)
 
     def _wait_or_raise(self, error: GmailError, attempt: int, deadline: float) -> None:
@@ -217,7 +218,7 @@ class GmailClient:
             raise error
         if attempt + 1 >= MAX_ATTEMPTS or time.monotonic() + delay > deadline:
             raise error
-        log.info("user %s: %s; retrying in %.1f s", self.user_id, error, delay)
+        log.debug("user %s: %s; retrying in %.1f s", self.user_id, error, delay)
         time.sleep(delay)
 
     def _execute(self, method: str, make_request: Callable[[], Any]) -> Any:
@@ -226,11 +227,14 @@ class GmailClient:
             self._reserve(quota.COSTS[method])
             try:
                 with _transport_errors_named():
-                    return make_request().execute(num_retries=0)
+                    data = make_request().execute(num_retries=0)
+                metrics.gmail_call(method, 200, quota.COSTS[method])
+                return data
             except HttpError as exc:
                 error = classify(exc)
             except TransientError as exc:
                 error = exc
+            _count_failure(method, error, quota.COSTS[method])
             self._wait_or_raise(error, attempt, deadline)
         raise AssertionError("unreachable")
 
@@ -374,9 +378,11 @@ class GmailClient:
 
         def on_part(request_id: str, response: dict | None, exc: HttpError | None) -> None:
             if exc is None:
+                metrics.gmail_call(method, 200, quota.COSTS[method])
                 result.found[request_id] = response or {}
                 return
             error = classify(exc)
+            _count_failure(method, error, quota.COSTS[method])
             if isinstance(error, NotFound):
                 result.gone.add(request_id)
             else:
@@ -390,15 +396,23 @@ class GmailClient:
                 batch.execute()
         except HttpError as exc:
             whole = classify(exc)
+            _count_failure("batch", whole, 0)
             if isinstance(whole, (AccessRevoked, DailyQuotaExhausted, PermanentError)):
                 raise whole from exc
             return {part_id: whole for part_id in ids if part_id not in result.found}
         except TransientError as whole:
+            _count_failure("batch", whole, 0)
             return {part_id: whole for part_id in ids if part_id not in result.found}
         for error in errors.values():
             if isinstance(error, (AccessRevoked, DailyQuotaExhausted)):
                 raise error
         return errors
+
+
+def _count_failure(method: str, error: GmailError, units: int) -> None:
+    metrics.gmail_call(
+        method, error.status or "network", units, rate_limited=isinstance(error, RateLimited)
+    )
 
 
 @contextmanager

@@ -84,6 +84,9 @@ class EmailMessage(models.Model):
     size_estimate = models.PositiveIntegerField(null=True, blank=True)
     subject = models.TextField(blank=True, default="")
     sender = models.TextField("from", blank=True, default="")
+    # The From address alone, lower-cased (parsing.address_of): the admin's indexed
+    # "messages from this address" lookup.
+    sender_address = models.CharField(max_length=320, blank=True, default="")
     to = models.TextField(blank=True, default="")
     cc = models.TextField(blank=True, default="")
     date_header = models.DateTimeField(null=True, blank=True)
@@ -119,6 +122,10 @@ class EmailMessage(models.Model):
             ),
             models.Index(fields=["user", "thread_id"], name="message_thread_idx"),
             models.Index(fields=["user", "-internal_date"], name="message_date_idx"),
+            # The console finds a message by id, thread or sender across every mailbox.
+            models.Index(fields=["gmail_id"], name="message_gmail_id_idx"),
+            models.Index(fields=["thread_id"], name="message_thread_id_idx"),
+            models.Index(fields=["sender_address"], name="message_sender_idx"),
         ]
 
     def __str__(self) -> str:
@@ -313,3 +320,23 @@ class BatchSlot(models.Model):
 
     def __str__(self) -> str:
         return f"batch slot {self.number} of {self.user}"
+
+
+class ClusterHeartbeat(models.Model):
+    """The last time a qcluster on a host finished a task (see mailsync/health.py).
+
+    One row per cluster queue and host, written at most every few seconds by the
+    cluster's monitor process; /health/ and /metrics read it.
+    """
+
+    cluster = models.CharField(max_length=100)
+    host = models.CharField(max_length=255)
+    beat_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["cluster", "host"], name="heartbeat_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cluster}@{self.host} at {self.beat_at:%Y-%m-%d %H:%M:%S}"

@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
-from email.utils import parsedate_to_datetime
+from email.utils import parseaddr, parsedate_to_datetime
 from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,17 @@ class ParsedMessage:
     body_html: str
     attachments: list[dict[str, Any]] = field(default_factory=list)
     parse_error: str = ""
+    sender_address: str = ""  # the From address alone, lower-cased: an indexed lookup
+
+
+MAX_ADDRESS_CHARS = 320  # RFC 5321: 64 for the local part, @, 255 for the domain
+
+
+def address_of(sender: str) -> str:
+    """The address in a From header ("Ann <Ann@Example.com>" -> "ann@example.com"),
+    lower-cased so that one lookup finds every spelling; "" when there is none."""
+    address = parseaddr(sender)[1].strip().lower()
+    return address if "@" in address and len(address) <= MAX_ADDRESS_CHARS else ""
 
 
 # --- Text cleaning ----------------------------------------------------------------
@@ -920,4 +931,5 @@ def parse_message(message: dict[str, Any]) -> ParsedMessage:
         body_html=_clean_text(state.body_html or ""),
         attachments=attachments,
         parse_error=notes.render(),
+        sender_address=address_of(sender),
     )

@@ -35,6 +35,9 @@ def _check(**env: str) -> subprocess.CompletedProcess:
         ({"GMAIL_EMULATOR_URL": "ftp://x"}, "GMAIL_EMULATOR_URL"),
         ({"MAILSYNC_BATCH_SIZE": "many"}, "MAILSYNC_BATCH_SIZE"),
         ({"MAILSYNC_BATCH_SIZE": "500"}, "MAILSYNC_BATCH_SIZE"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"METRICS_ALLOWED_NETWORKS": "10.0.0.0/8,not-a-network"}, "METRICS_ALLOWED_NETWORKS"),
+        ({"HEALTH_HEARTBEAT_MAX_AGE_SECONDS": "soon"}, "HEALTH_HEARTBEAT_MAX_AGE_SECONDS"),
     ],
 )
 def test_bad_configuration_fails_naming_the_variable(env, named):

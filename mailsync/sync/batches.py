@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.db.models import F, Min, Q
 from django.utils import timezone
 
-from .. import counters, gmail
+from .. import counters, gmail, metrics
 from ..models import BatchSlot, EmailMessage, SyncProgress
 from ..parsing import ParsedMessage, parse_message
 from ..workers import current_holder
@@ -267,6 +267,8 @@ def store_messages(user_id: int, pks: dict[str, int], result: gmail.BatchResult)
             _record_batch_progress(user_id)
     if parsed or gone:
         clear_failure_notes(user_id)
+    metrics.messages_fetched(outcome.fetched)
+    metrics.messages_unavailable(outcome.unavailable)
     return outcome
 
 
@@ -342,6 +344,7 @@ def _fetched_fields(p: ParsedMessage) -> dict:
         "size_estimate": p.size_estimate,
         "subject": p.subject,
         "sender": p.sender,
+        "sender_address": p.sender_address,
         "to": p.to,
         "cc": p.cc,
         "date_header": p.date_header,

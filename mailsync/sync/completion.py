@@ -13,7 +13,7 @@ from django.utils import timezone
 from .. import counters
 from ..models import SyncProgress
 from .pending import messages_to_fetch
-from .runs import RELISTING_TYPES, SyncType, active_run
+from .runs import RELISTING_TYPES, SyncType, active_run, observe_sync_lag, report_end
 
 User = get_user_model()
 Status = SyncProgress.Status
@@ -52,6 +52,15 @@ def complete_initial_sync_if_done(user_id: int) -> bool:
             error_message="",
         )
         if won:
+            observe_sync_lag(user_id, now)
+            report_end(
+                user_id,
+                run.pk,
+                SyncType.INITIAL,
+                Status.COMPLETED,
+                messages=run.num_total,
+                unavailable=totals.unavailable,
+            )
             User.objects.filter(pk=user_id).update(
                 gmail_history_id=run.start_history_id,
                 initial_sync_completed=True,
@@ -74,13 +83,24 @@ def complete_incremental_if_done(user_id: int) -> bool:
             continue
         if messages_to_fetch(user_id=user_id).exists():
             return False
-        completed |= bool(
-            SyncProgress.objects.filter(pk=run.pk, status=Status.IN_PROGRESS).update(
-                status=Status.COMPLETED,
-                completed_at=timezone.now(),
-                num_unavailable=counters.read(user_id).unavailable,
-                retry_at=None,
-                error_message="",
-            )
+        unavailable = counters.read(user_id).unavailable
+        won = SyncProgress.objects.filter(pk=run.pk, status=Status.IN_PROGRESS).update(
+            status=Status.COMPLETED,
+            completed_at=timezone.now(),
+            num_unavailable=unavailable,
+            retry_at=None,
+            error_message="",
         )
+        if won:
+            report_end(
+                user_id,
+                run.pk,
+                run.sync_type,
+                Status.COMPLETED,
+                added=run.num_added,
+                deleted=run.num_deleted,
+                relabelled=run.num_relabelled,
+                unavailable=unavailable,
+            )
+        completed |= bool(won)
     return completed

@@ -14,7 +14,7 @@ from .completion import complete_incremental_if_done
 from .labels import import_labels, label_pks_for, set_labels
 from .resume import resume_steps
 from .resync import fall_back_to_full_resync
-from .runs import finish_run, start_initial_sync
+from .runs import finish_run, observe_sync_lag, start_initial_sync
 from .steps import Step
 
 User = get_user_model()
@@ -68,6 +68,7 @@ def incremental_sync(user_id: int, run_id: int) -> list[Step]:
     if token:
         return [Step("incremental_sync", user_id, (run_id,))]
     now = timezone.now()
+    observe_sync_lag(user_id, now)
     with transaction.atomic():
         User.objects.filter(pk=user_id).update(
             gmail_history_id=page.history_id, last_incremental_sync_at=now

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from .. import counters, gmail
 from ..models import Label, MessageLabel, SyncProgress
-from .runs import start_label_sync
+from .runs import report_end, start_label_sync
 from .steps import Step
 
 User = get_user_model()
@@ -100,12 +100,13 @@ def sync_labels(user_id: int, run_id: int) -> list[Step]:
         return []
     SyncProgress.objects.filter(pk=run_id).update(status=Status.IN_PROGRESS)
     ids = import_labels(user_id, gmail.GmailClient(user_id))
-    SyncProgress.objects.filter(pk=run_id, status__in=SyncProgress.ACTIVE_STATUSES).update(
+    if SyncProgress.objects.filter(pk=run_id, status__in=SyncProgress.ACTIVE_STATUSES).update(
         status=Status.COMPLETED,
         num_total=len(ids),
         num_processed=len(ids),
         completed_at=timezone.now(),
-    )
+    ):
+        report_end(user_id, run_id, SyncProgress.SyncType.LABELS, Status.COMPLETED)
     return []
 
 

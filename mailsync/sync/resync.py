@@ -4,6 +4,7 @@ nightly, as the health check), downloading only what is new."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -11,12 +12,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from .. import counters, gmail
+from ..log_format import event
 from ..models import EmailMessage, Label, MessageLabel, SyncProgress
 from .batches import fill_batch_slots
 from .completion import complete_incremental_if_done
 from .labels import import_labels
 from .pending import retry_failed_messages
-from .runs import SyncType
+from .runs import SyncType, observe_sync_lag
 from .steps import Step
 
 User = get_user_model()
@@ -33,6 +35,8 @@ def fall_back_to_full_resync(
     are deleted), then rescan label membership label by label. Nothing already
     fetched is downloaded again."""
     profile = client.get_profile()
+    if note:
+        event("run.fallback", user_id, note, run_id, level=logging.WARNING)
     SyncProgress.objects.filter(pk=run_id).update(
         fell_back_to_full=True,
         start_history_id=profile.history_id,
@@ -138,6 +142,7 @@ def next_label_scan(user_id: int, run_id: int, after: str) -> list[Step]:
         if run.sync_type == SyncType.INCREMENTAL:
             # The re-listing made the mirror current to the profile's history id. A
             # health check leaves the id alone: replaying history over it is harmless.
+            observe_sync_lag(user_id, timezone.now())
             User.objects.filter(pk=user_id).update(
                 gmail_history_id=run.start_history_id, last_incremental_sync_at=timezone.now()
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterable
 from django.utils import timezone
 
 from .. import gmail
+from ..log_format import event
 from ..models import SyncProgress
 from ..workers import current_holder
 from .batches import fetch_batch
@@ -65,6 +67,7 @@ def run_step(step: Step) -> list[Step]:
 
         quota.penalize(step.user_id, DAILY_QUOTA_PAUSE_S)
         note_on_runs(step.user_id, f"Paused: Gmail's daily quota is exhausted ({exc}).")
+        event("run.paused", step.user_id, f"daily quota exhausted: {exc}", level=logging.WARNING)
         _resume_in(step.user_id, DAILY_QUOTA_PAUSE_S)
     except gmail.RateLimited as exc:
         if worth_retrying_now(exc):
@@ -72,6 +75,9 @@ def run_step(step: Step) -> list[Step]:
         # A long pause (a long Retry-After): no task spins meanwhile; the watchdog
         # resumes the run from the database afterwards.
         note_on_runs(step.user_id, f"Paused for {exc.retry_after:.0f} s: {exc}", keep=True)
+        event(
+            "run.paused", step.user_id, f"for {exc.retry_after:.0f} s: {exc}", level=logging.WARNING
+        )
         _resume_in(step.user_id, exc.retry_after)
     except gmail.TransientError as exc:
         # Gmail (or Google's token endpoint) fails as a whole: nothing is lost, the

@@ -15,7 +15,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from .. import gmail
+from .. import gmail, metrics
+from ..log_format import event
 from ..models import BatchSlot, EmailMessage, SyncProgress
 from .steps import Step, enqueue
 
@@ -46,7 +47,9 @@ def create_run(user, sync_type: str, **fields) -> tuple[SyncProgress, bool]:
         return existing, False
     try:
         with transaction.atomic():
-            return SyncProgress.objects.create(user=user, sync_type=sync_type, **fields), True
+            run = SyncProgress.objects.create(user=user, sync_type=sync_type, **fields)
+        report_start(run)
+        return run, True
     except IntegrityError:
         # Another trigger won the race: the unique constraint kept it to one run.
         return active_run(user.pk, sync_type), False
@@ -127,7 +130,7 @@ def worth_retrying_now(exc: gmail.RateLimited) -> bool:
 
 
 def access_revoked(user_id: int, message: str) -> None:
-    log.warning("user %s: Google access refused: %s", user_id, message)
+    event("access.revoked", user_id, f"Google refused access: {message}", level=logging.WARNING)
     User.objects.filter(pk=user_id).update(gmail_auth_error=message)
     fail_runs(user_id, f"Google refused access; sign in with Google again to resume. ({message})")
     BatchSlot.objects.filter(user_id=user_id).update(leased_until=None)
@@ -138,7 +141,12 @@ def fail_runs(user_id: int, message: str, sync_types: Iterable[str] | None = Non
     runs = SyncProgress.objects.filter(user_id=user_id, status__in=SyncProgress.ACTIVE_STATUSES)
     if sync_types is not None:
         runs = runs.filter(sync_type__in=sync_types)
-    runs.update(status=Status.FAILED, error_message=message, completed_at=timezone.now())
+    ending = list(runs.values_list("pk", "sync_type"))
+    runs.filter(pk__in=[pk for pk, _ in ending]).update(
+        status=Status.FAILED, error_message=message, completed_at=timezone.now()
+    )
+    for run_id, sync_type in ending:
+        report_end(user_id, run_id, sync_type, Status.FAILED, message)
 
 
 def user_runs(user_id: int):
@@ -155,8 +163,20 @@ def note_on_runs(user_id: int, message: str, keep: bool = False) -> None:
 
 
 def finish_run(run_id: int, status: str, message: str) -> int:
-    return SyncProgress.objects.filter(pk=run_id, status__in=SyncProgress.ACTIVE_STATUSES).update(
-        status=status, error_message=message, completed_at=timezone.now()
+    updated = SyncProgress.objects.filter(
+        pk=run_id, status__in=SyncProgress.ACTIVE_STATUSES
+    ).update(status=status, error_message=message, completed_at=timezone.now())
+    if updated:
+        user_id, sync_type = SyncProgress.objects.values_list("user_id", "sync_type").get(pk=run_id)
+        report_end(user_id, run_id, sync_type, status, message)
+    return updated
+
+
+# --- Reporting: one log line and the metrics for each start and end ---------------------------
+def report_start(run: SyncProgress) -> None:
+    metrics.run_started(run.sync_type)
+    event(
+        "run.started", run.user_id, f"{run.sync_type} sync started", run.pk, sync_type=run.sync_type
     )
 
 
@@ -211,3 +231,28 @@ def clear_failure_notes(user_id: int) -> None:
         | Q(error_message__startswith=RETRY_NOTE)
         | Q(error_message__startswith="Paused")
     ).update(failures_in_a_row=0, error_message="")
+
+
+def report_end(
+    user_id: int, run_id: int, sync_type: str, status: str, message: str = "", **fields
+) -> None:
+    """A run ended (status completed or failed): count it and say so in one line."""
+    metrics.run_finished(sync_type, status)
+    text = f"{sync_type} sync {status}" + (f": {message}" if message else "")
+    level = logging.INFO if status == Status.COMPLETED else logging.WARNING
+    event(f"run.{status}", user_id, text, run_id, level=level, sync_type=sync_type, **fields)
+
+
+def observe_sync_lag(user_id: int, now) -> None:
+    """Call just before the user's last sync time moves to `now`: the sync lag is the
+    time since the previous successful sync (none for a first full sync)."""
+    previous = [
+        at
+        for at in User.objects.values_list("last_incremental_sync_at", "last_full_sync_at")
+        .filter(pk=user_id)
+        .first()
+        or ()
+        if at
+    ]
+    if previous:
+        metrics.sync_lag((now - max(previous)).total_seconds())

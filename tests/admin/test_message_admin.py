@@ -32,6 +32,7 @@ def hostile_message(google_user, label_factory, message_factory):
         labels=[inbox],
         subject="Quarterly report",
         sender="Mallory <mallory@example.com>",
+        sender_address="mallory@example.com",
         to="victim@example.com",
         cc="boss@example.com",
         message_id_header="<abc123@example.com>",
@@ -56,7 +57,7 @@ def test_detail_shows_headers_text_and_only_sanitized_html(admin_client, hostile
     assert "Please find the report attached.\nRegards" in html
     assert "report.pdf" in html
     assert "application/pdf" in html
-    assert "INBOX" in html
+    assert "Inbox" in html  # Gmail's name, not the raw label id
     # The HTML body: sanitized, then quoted into a sandboxed iframe that runs nothing.
     assert '<iframe class="email-html" sandbox=""' in html
     assert "srcdoc=" in html
@@ -100,9 +101,17 @@ def test_changelist_lists_labels_and_filters(
     assert "Quarterly report" in by_label
     assert "Lunch?" not in by_label
 
-    by_search = admin_client.get(CHANGELIST, {"q": "mallory"}).content.decode()
-    assert "Quarterly report" in by_search
-    assert "Lunch?" not in by_search
+    by_sender = admin_client.get(CHANGELIST, {"q": "Mallory@Example.com"}).content.decode()
+    assert "Quarterly report" in by_sender
+    assert "Lunch?" not in by_sender
+
+    by_subject = admin_client.get(CHANGELIST, {"q": "quarterly"}).content.decode()
+    assert "Quarterly report" in by_subject
+    assert "Lunch?" not in by_subject
+
+    by_id = admin_client.get(CHANGELIST, {"q": hostile_message.gmail_id}).content.decode()
+    assert "Quarterly report" in by_id
+    assert "Lunch?" not in by_id
 
 
 def test_changelist_does_not_query_per_row(

@@ -152,3 +152,15 @@ def screenshot_dir(tmp_path) -> Path:
     path = tmp_path / "screenshots"
     path.mkdir()
     return path
+
+
+def console_page(browser, server_url: str, username: str, password: str, viewport: dict):
+    """A browser page signed in to the operator console, on its index."""
+    page = browser.new_context(viewport=viewport).new_page()
+    page.set_default_timeout(20_000)
+    page.goto(server_url + "/admin/login/?next=/admin/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click('input[type="submit"]')
+    page.wait_for_url(server_url + "/admin/")
+    return page

@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django_q.models import Schedule
 
 from mailsync.models import SyncProgress
+from tests.browser.conftest import console_page
 from tests.cluster import cluster_env, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.browser]
@@ -139,13 +140,7 @@ def test_sign_in_watch_the_sync_then_an_operator_syncs_again(
     admin = get_user_model().objects.create_superuser(
         username="operator", email="operator@example.com", password=ADMIN_PASSWORD
     )
-    console = browser.new_context(viewport=DESKTOP).new_page()
-    console.set_default_timeout(20_000)
-    console.goto(server.url + "/admin/login/?next=/admin/")
-    console.fill("#id_username", admin.username)
-    console.fill("#id_password", ADMIN_PASSWORD)
-    console.click('input[type="submit"]')
-    console.wait_for_url(server.url + "/admin/")
+    console = console_page(browser, server.url, admin.username, ADMIN_PASSWORD, DESKTOP)
     console.goto(server.url + "/admin/accounts/user/")
     console.check(f'input.action-select[value="{user.pk}"]')
     console.select_option('select[name="action"]', "run_incremental_sync")

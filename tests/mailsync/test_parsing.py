@@ -27,6 +27,7 @@ from mailsync.parsing import (
     MAX_MESSAGE_ID_CHARS,
     MessageParseError,
     ParsedMessage,
+    address_of,
     decode_header_value,
     parse_message,
 )
@@ -167,6 +168,7 @@ def test_plain_message_fields() -> None:
     assert parsed.size_estimate == 1234
     assert parsed.subject == "Hello"
     assert parsed.sender == "Alice <alice@example.com>"
+    assert parsed.sender_address == "alice@example.com"
     assert parsed.to == "Bob <bob@example.com>, carol@example.com"
     assert parsed.cc == ""
     assert parsed.message_id_header == "<abc.123@example.com>"
@@ -177,6 +179,21 @@ def test_plain_message_fields() -> None:
     assert parsed.parse_error == ""
     # Gmail HTML-escapes snippets; we store the text.
     assert parsed.snippet == "It's & more"
+
+
+@pytest.mark.parametrize(
+    ("sender", "address"),
+    [
+        ("Ann <Ann.Lee@Example.COM>", "ann.lee@example.com"),
+        ("ann@example.com", "ann@example.com"),
+        ('"Lee, Ann" <ann@example.com>', "ann@example.com"),
+        ("Mailer Daemon", ""),  # no address at all
+        ("", ""),
+        ("x <" + "a" * 400 + "@example.com>", ""),  # longer than any address may be
+    ],
+)
+def test_the_sender_address_is_the_bare_lower_cased_address(sender: str, address: str) -> None:
+    assert address_of(sender) == address
 
 
 @pytest.mark.parametrize(
