@@ -79,15 +79,20 @@ def _untoken(prefix: str, token: str | None) -> int | None:
 
 
 # ----- message resources --------------------------------------------------------------
-def raw_and_snippet(mb: Mailbox, msg: Msg) -> tuple[bytes, str]:
-    """Rendered (generated) or stored bytes plus snippet; records sizeEstimate."""
+def render(mb: Mailbox, msg: Msg, with_payload: bool = False) -> generator.Rendered:
+    """Raw bytes, snippet and (generated mail, if asked) payload tree; records sizeEstimate."""
     if msg.raw is not None:
-        raw, snip = msg.raw, mime.snippet(msg.raw)
+        rendered = generator.Rendered(msg.raw, mime.snippet(msg.raw), None)
     else:
         with mb.lock:
-            raw, snip = generator.render(mb, msg)
-    msg.size = len(raw)
-    return raw, snip
+            rendered = generator.render_full(mb, msg, with_payload)
+    msg.size = len(rendered.raw)
+    return rendered
+
+
+def raw_and_snippet(mb: Mailbox, msg: Msg) -> tuple[bytes, str]:
+    rendered = render(mb, msg)
+    return rendered.raw, rendered.snippet
 
 
 def short(mb: Mailbox, msg: Msg) -> dict[str, Any]:
@@ -95,16 +100,17 @@ def short(mb: Mailbox, msg: Msg) -> dict[str, Any]:
 
 
 def message_resource(mb: Mailbox, msg: Msg, fmt: str, headers: list[str] | None = None) -> dict[str, Any]:
-    raw, snip = raw_and_snippet(mb, msg)
+    raw, snip, tree = render(mb, msg, fmt in ("full", "metadata"))
     out: dict[str, Any] = {
         "id": mb.msg_id(msg.num), "threadId": mb.msg_id(msg.tid), "labelIds": list(msg.labels),
         "snippet": snip, "sizeEstimate": len(raw), "historyId": str(msg.hist),
         "internalDate": str(msg.date),
     }
     if fmt == "full":
-        out["payload"] = mime.payload(raw, msg.num)
+        out["payload"] = tree if tree is not None else mime.payload(raw, msg.num)
     elif fmt == "metadata":
-        out["payload"] = mime.metadata_payload(raw, headers)
+        out["payload"] = mime.metadata_payload(raw, headers) if tree is None \
+            else mime.metadata_of_tree(tree, headers)
     elif fmt == "raw":
         out["raw"] = mime.b64url(raw)
     return out

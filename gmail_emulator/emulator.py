@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import api, generator, multipart_upload
 from .config import EmulatorConfig
@@ -32,6 +32,7 @@ from .quota import Quota, cost_of
 
 log = logging.getLogger("gmail_emulator")
 Response = tuple[int, dict[str, str], bytes]
+GmailCall = tuple[str, str, dict[str, list[str]], dict[str, str], bytes]  # method, path, params, headers, body
 JSON_HEADERS = {"Content-Type": "application/json; charset=UTF-8"}
 DEFAULT_CLIENT_ID = "emulator-client-id.apps.googleusercontent.com"
 DEFAULT_CLIENT_SECRET = "emulator-secret"
@@ -237,62 +238,101 @@ class Emulator:
     def handle_gmail(self, method: str, path: str, params: dict[str, list[str]],
                      headers: dict[str, str], body: bytes) -> Response:
         """Serve one Gmail API call; `headers` keys are lower-case; path has no leading '/'."""
+        return self.serve_calls([(method, path, params, headers, body)])[0]
+
+    def serve_calls(self, calls: list[GmailCall]) -> list[Response]:
+        """Serve Gmail calls that arrive together (one plain request, or a batch's parts).
+
+        Every call is checked (faults, route, token, user, daily limit) and admitted
+        against the per-user concurrency limit before any runs, because Gmail fans a
+        batch's parts out at once: a 50-part batch is 50 requests in flight. Admitted
+        calls then run in this thread, or side by side when latency is configured.
+        """
         cfg = self.config
-        method_id = "unknown"
-        extra: dict[str, str] = {}
-        try:
-            self.take_scripted_fault("/" + path)
-            upload = api.UPLOAD_ROUTE.match(path)
-            if upload and method == "POST":
-                method_id = "gmail.users.messages." + ("import" if upload["kind"] else "insert")
-                fn, args = api.messages_insert, {"user": upload["user"]}
-                payload = multipart_upload.parse(params, headers, body)
-            else:
-                found = api.route(method, path)
-                if found is None:
-                    raise ApiError(404, "notFound", f"Method not found: {method} /{path}")
-                method_id, fn, args = found
-                payload = _json_body(body) if method in ("POST", "PUT", "PATCH") else {}
-            auth = headers.get("authorization", "")
-            token = auth[7:].strip() if auth.lower().startswith("bearer ") else (
-                params.get("access_token") or [None])[0]
-            email = self.oauth.tokens.check(token)
-            mb = self.mailboxes.get(email)
-            if mb is None:
-                raise ApiError(401, "authError", "Invalid Credentials")
-            user = args["user"]
-            if user != "me" and user.lower() != email:
-                raise ApiError(403, "forbidden", f"Delegation denied for {email}")
-            if mb.daily_limit_exceeded:
-                raise ApiError(403, "dailyLimitExceeded",
-                               "Daily Limit Exceeded. The quota will be reset at midnight Pacific Time.")
-            self.quota.enter(email, cfg.concurrent_requests_per_user)
+        done: list[_Outcome | None] = [None] * len(calls)
+        admitted: list[tuple[int, _Prepared]] = []
+        for i, call in enumerate(calls):
+            prep = _Prepared()
             try:
-                self.quota.charge(email, cost_of(method_id), cfg.quota_user_per_minute,
-                                  cfg.quota_project_per_minute, cfg.quota_window_s,
-                                  cfg.rate_limit_status)
-                delay = cfg.latency_ms + (self.rng.uniform(0, cfg.jitter_ms) if cfg.jitter_ms else 0)
-                if delay > 0:
-                    time.sleep(delay / 1000)
-                if cfg.fault_rate and self.rng.random() < cfg.fault_rate:
-                    raise backend_error(self.rng.choice((500, 503)))
-                status, obj = fn(api.Call(self, mb, params, payload, args))
-            finally:
-                self.quota.leave(email)
+                self._prepare(prep, *call)
+                self.quota.enter(prep.email, cfg.concurrent_requests_per_user)
+                admitted.append((i, prep))
+            except ApiError as exc:
+                done[i] = _Outcome(prep.method_id, exc.code, exc.body(), exc.headers)
+            except Exception:
+                log.exception("emulator error serving %s /%s", call[0], call[1])
+                done[i] = _Outcome(prep.method_id, 500, backend_error(500).body(), {})
+        if cfg.latency_ms > 0 or cfg.jitter_ms > 0:
+            futures = [(i, self.executor.submit(self._run, prep)) for i, prep in admitted]
+            for i, future in futures:
+                done[i] = future.result()
+        else:
+            for i, prep in admitted:
+                done[i] = self._run(prep)
+        return [self._answer(outcome) for outcome in done if outcome is not None]
+
+    def _prepare(self, prep: _Prepared, method: str, path: str, params: dict[str, list[str]],
+                 headers: dict[str, str], body: bytes) -> None:
+        """Route and authenticate one call into `prep` (ApiError if it is refused)."""
+        self.take_scripted_fault("/" + path)
+        upload = api.UPLOAD_ROUTE.match(path)
+        if upload and method == "POST":
+            prep.method_id = "gmail.users.messages." + ("import" if upload["kind"] else "insert")
+            prep.fn, prep.args = api.messages_insert, {"user": upload["user"]}
+            prep.payload = multipart_upload.parse(params, headers, body)
+        else:
+            found = api.route(method, path)
+            if found is None:
+                raise ApiError(404, "notFound", f"Method not found: {method} /{path}")
+            prep.method_id, prep.fn, prep.args = found
+            prep.payload = _json_body(body) if method in ("POST", "PUT", "PATCH") else {}
+        prep.params = params
+        auth = headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else (
+            params.get("access_token") or [None])[0]
+        email = self.oauth.tokens.check(token)
+        mb = self.mailboxes.get(email)
+        if mb is None:
+            raise ApiError(401, "authError", "Invalid Credentials")
+        user = prep.args["user"]
+        if user != "me" and user.lower() != email:
+            raise ApiError(403, "forbidden", f"Delegation denied for {email}")
+        if mb.daily_limit_exceeded:
+            raise ApiError(403, "dailyLimitExceeded",
+                           "Daily Limit Exceeded. The quota will be reset at midnight Pacific Time.")
+        prep.email, prep.mb = email, mb
+
+    def _run(self, prep: _Prepared) -> _Outcome:
+        """Charge, delay, maybe fail, then run an admitted call; always leaves its slot."""
+        cfg = self.config
+        try:
+            self.quota.charge(prep.email, cost_of(prep.method_id), cfg.quota_user_per_minute,
+                              cfg.quota_project_per_minute, cfg.quota_window_s,
+                              cfg.rate_limit_status)
+            delay = cfg.latency_ms + (self.rng.uniform(0, cfg.jitter_ms) if cfg.jitter_ms else 0)
+            if delay > 0:
+                time.sleep(delay / 1000)
+            if cfg.fault_rate and self.rng.random() < cfg.fault_rate:
+                raise backend_error(self.rng.choice((500, 503)))
+            status, obj = prep.fn(api.Call(self, prep.mb, prep.params, prep.payload, prep.args))
+            return _Outcome(prep.method_id, status, obj, {})
         except ApiError as exc:
-            status, obj = exc.code, exc.body()
-            extra = exc.headers
+            return _Outcome(prep.method_id, exc.code, exc.body(), exc.headers)
         except Exception:
-            log.exception("emulator error serving %s /%s", method, path)
-            status, obj = 500, backend_error(500).body()
-        self._count(method_id, status)
-        if obj is None:
-            return status, dict(extra), b""
-        if cfg.record_responses and status < 300:
-            self.responses.append((method_id, obj))
+            log.exception("emulator error serving %s", prep.method_id)
+            return _Outcome(prep.method_id, 500, backend_error(500).body(), {})
+        finally:
+            self.quota.leave(prep.email)
+
+    def _answer(self, outcome: _Outcome) -> Response:
+        self._count(outcome.method_id, outcome.status)
+        if outcome.body is None:
+            return outcome.status, dict(outcome.headers), b""
+        if self.config.record_responses and outcome.status < 300:
+            self.responses.append((outcome.method_id, outcome.body))
         out = dict(JSON_HEADERS)
-        out.update(extra)
-        return status, out, json.dumps(obj).encode()
+        out.update(outcome.headers)
+        return outcome.status, out, json.dumps(outcome.body).encode()
 
     # ----- serving -------------------------------------------------------------------------
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -324,6 +364,28 @@ class Emulator:
             yield url
         finally:
             self.stop()
+
+
+class _Prepared:
+    """A Gmail call that passed the checks before admission."""
+
+    __slots__ = ("args", "email", "fn", "mb", "method_id", "params", "payload")
+
+    def __init__(self) -> None:
+        self.method_id = "unknown"
+        self.fn: Any = None
+        self.args: dict[str, str] = {}
+        self.payload: dict[str, Any] = {}
+        self.params: dict[str, list[str]] = {}
+        self.email = ""
+        self.mb: Any = None
+
+
+class _Outcome(NamedTuple):
+    method_id: str
+    status: int
+    body: Any
+    headers: dict[str, str]
 
 
 def _json_body(body: bytes) -> dict[str, Any]:

@@ -90,11 +90,7 @@ def handle_batch(emu: Any, headers: dict[str, str], body: bytes) -> Response:
             part_headers["authorization"] = outer_auth
         method, part_body = _apply_override(part.method, params, part_headers, part.body)
         jobs.append((method, path, params, part_headers, part_body))
-    if len(jobs) == 1:
-        results = [emu.handle_gmail(*jobs[0])]
-    else:
-        futures = [emu.executor.submit(emu.handle_gmail, *job) for job in jobs]
-        results = [f.result() for f in futures]
+    results = emu.serve_calls(jobs)
     answers = [(part.content_id, status, hdrs, out)
                for part, (status, hdrs, out) in zip(parts, results, strict=True)]
     content_type, payload = batch.serialise(answers)
