@@ -14,6 +14,7 @@ import sys
 import threading
 
 from .config import EmulatorConfig
+from .control_api import script_fault_from
 from .emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
 
 
@@ -40,7 +41,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
     p.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
     p.add_argument("--log-requests", action="store_true")
+    p.add_argument("--fault", action="append", default=[], type=_fault_spec, metavar="JSON",
+                   help='a scripted fault, as POST _emulator/v1/faults takes it: '
+                        '\'{"path_regex": "^/token$", "status": 503, "seconds": 60}\'')
     return p.parse_args(argv)
+
+
+def _fault_spec(text: str) -> dict:
+    try:
+        spec = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text}") from None
+    if not isinstance(spec, dict) or "path_regex" not in spec:
+        raise argparse.ArgumentTypeError('a JSON object with at least "path_regex"')
+    return spec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             email, path = "mbox@example.com", spec
         emu.add_mailbox_from_mbox(email, path)
+    for spec in args.fault:
+        try:
+            script_fault_from(emu, spec)
+        except (KeyError, TypeError, ValueError) as exc:
+            sys.exit(f"--fault {json.dumps(spec)}: {exc}")
     base_url = emu.start(args.host, args.port)
     if args.activity_per_minute > 0:
         emu.start_activity(args.activity_per_minute)

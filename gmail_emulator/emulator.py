@@ -19,12 +19,13 @@ import zlib
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from . import api, generator, multipart_upload
 from .config import EmulatorConfig
-from .errors import ApiError, backend_error, bad_request
+from .errors import ApiError, ConnectionDrop, backend_error, bad_request
 from .mailbox import Mailbox
 from .oauth import OAuthServer
 from .push import Notifier
@@ -56,7 +57,7 @@ class Emulator:
         self.notifier = Notifier(self)
         self.executor = ThreadPoolExecutor(max_workers=512, thread_name_prefix="gmail-emu-part")
         self._lock = threading.Lock()
-        self._faults: list[list[Any]] = []  # [compiled regex, remaining, status, reason]
+        self._faults: list[ScriptedFault] = []
         self._stats_lock = threading.Lock()
         self.reset_stats()
         self.responses: deque[tuple[str, Any]] = deque(maxlen=self.config.record_responses_max)
@@ -154,10 +155,23 @@ class Emulator:
         return self.oauth.tokens.revoke(refresh_token)
 
     def script_fault(self, path_regex: str, count: int = 1, status: int = 503,
-                     reason: str = "backendError") -> None:
-        """Fail the next `count` requests whose path (no query) matches `path_regex`."""
+                     reason: str = "backendError", seconds: float | None = None) -> None:
+        """Fail the next `count` requests whose path (no query) matches `path_regex`, or,
+        with `seconds`, every matching request until that many seconds from now (`count`
+        is then ignored). `status` 0 drops the connection without an answer (a network
+        error for the client); otherwise the answer is Google's error body with `reason`."""
+        if status != 0 and not 400 <= status <= 599:
+            raise ValueError(f"fault status must be 0 (drop) or 400-599, not {status}")
+        if seconds is not None and seconds <= 0:
+            raise ValueError(f"fault seconds must be positive, not {seconds}")
+        try:
+            pattern = re.compile(path_regex)
+        except re.error as exc:
+            raise ValueError(f"bad path_regex {path_regex!r}: {exc}") from None
+        until = None if seconds is None else time.monotonic() + seconds
+        fault = ScriptedFault(pattern, count, status, reason, until)
         with self._lock:
-            self._faults.append([re.compile(path_regex), count, status, reason])
+            self._faults.append(fault)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -222,18 +236,22 @@ class Emulator:
 
     # ----- the request pipeline ------------------------------------------------------------
     def take_scripted_fault(self, path: str) -> None:
+        """Raise the first live scripted fault matching `path` (leading '/', no query):
+        ApiError, or ConnectionDrop for status 0. The one check every path goes through."""
         if not self._faults:
             return
+        now = time.monotonic()
         with self._lock:
-            for fault in self._faults:
-                if fault[1] > 0 and fault[0].search(path):
-                    fault[1] -= 1
-                    status, reason = fault[2], fault[3]
-                    self._faults = [f for f in self._faults if f[1] > 0]
-                    break
-            else:
+            self._faults = [f for f in self._faults if f.live(now)]
+            fault = next((f for f in self._faults if f.pattern.search(path)), None)
+            if fault is None:
                 return
-        raise ApiError(status, reason, headers={"Retry-After": "1"} if status == 429 else None)
+            if fault.until is None:
+                fault.remaining -= 1
+        if fault.status == 0:
+            raise ConnectionDrop(path)
+        raise ApiError(fault.status, fault.reason,
+                       headers={"Retry-After": "1"} if fault.status == 429 else None)
 
     def handle_gmail(self, method: str, path: str, params: dict[str, list[str]],
                      headers: dict[str, str], body: bytes) -> Response:
@@ -259,6 +277,12 @@ class Emulator:
                 admitted.append((i, prep))
             except ApiError as exc:
                 done[i] = _Outcome(prep.method_id, exc.code, exc.body(), exc.headers)
+            except ConnectionDrop:
+                # The whole HTTP answer is lost (a batch's too): free the admitted slots.
+                for _, admitted_prep in admitted:
+                    self.quota.leave(admitted_prep.email)
+                self._count(prep.method_id, 0)
+                raise
             except Exception:
                 log.exception("emulator error serving %s /%s", call[0], call[1])
                 done[i] = _Outcome(prep.method_id, 500, backend_error(500).body(), {})
@@ -274,18 +298,12 @@ class Emulator:
     def _prepare(self, prep: _Prepared, method: str, path: str, params: dict[str, list[str]],
                  headers: dict[str, str], body: bytes) -> None:
         """Route and authenticate one call into `prep` (ApiError if it is refused)."""
+        try:
+            self._route(prep, method, path, params, headers, body)
+        except ApiError:
+            self.take_scripted_fault("/" + path)  # a fault answers before a bad request
+            raise
         self.take_scripted_fault("/" + path)
-        upload = api.UPLOAD_ROUTE.match(path)
-        if upload and method == "POST":
-            prep.method_id = "gmail.users.messages." + ("import" if upload["kind"] else "insert")
-            prep.fn, prep.args = api.messages_insert, {"user": upload["user"]}
-            prep.payload = multipart_upload.parse(params, headers, body)
-        else:
-            found = api.route(method, path)
-            if found is None:
-                raise ApiError(404, "notFound", f"Method not found: {method} /{path}")
-            prep.method_id, prep.fn, prep.args = found
-            prep.payload = _json_body(body) if method in ("POST", "PUT", "PATCH") else {}
         prep.params = params
         auth = headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else (
@@ -301,6 +319,21 @@ class Emulator:
             raise ApiError(403, "dailyLimitExceeded",
                            "Daily Limit Exceeded. The quota will be reset at midnight Pacific Time.")
         prep.email, prep.mb = email, mb
+
+    @staticmethod
+    def _route(prep: _Prepared, method: str, path: str, params: dict[str, list[str]],
+               headers: dict[str, str], body: bytes) -> None:
+        upload = api.UPLOAD_ROUTE.match(path)
+        if upload and method == "POST":
+            prep.method_id = "gmail.users.messages." + ("import" if upload["kind"] else "insert")
+            prep.fn, prep.args = api.messages_insert, {"user": upload["user"]}
+            prep.payload = multipart_upload.parse(params, headers, body)
+            return
+        found = api.route(method, path)
+        if found is None:
+            raise ApiError(404, "notFound", f"Method not found: {method} /{path}")
+        prep.method_id, prep.fn, prep.args = found
+        prep.payload = _json_body(body) if method in ("POST", "PUT", "PATCH") else {}
 
     def _run(self, prep: _Prepared) -> _Outcome:
         """Charge, delay, maybe fail, then run an admitted call; always leaves its slot."""
@@ -364,6 +397,18 @@ class Emulator:
             yield url
         finally:
             self.stop()
+
+
+@dataclass
+class ScriptedFault:
+    pattern: re.Pattern[str]
+    remaining: int
+    status: int  # 0: drop the connection
+    reason: str
+    until: float | None  # time.monotonic() deadline of a timed fault
+
+    def live(self, now: float) -> bool:
+        return self.remaining > 0 if self.until is None else now < self.until
 
 
 class _Prepared:
