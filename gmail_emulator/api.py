@@ -426,6 +426,8 @@ def threads_get(call: Call) -> Result:
         raise not_found()
     headers = call.plist("metadataHeaders")
     messages = [message_resource(mb, msg, fmt, headers) for msg in members]
+    for message in messages:  # a thread delivers each of its messages: each is a fetch
+        call.emu.count_fetch(message["id"])
     return 200, {"id": mb.msg_id(tid), "historyId": str(max(m.hist for m in members)),
                  "messages": messages}
 

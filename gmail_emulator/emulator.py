@@ -214,7 +214,9 @@ class Emulator:
     def stats(self) -> dict[str, Any]:
         with self._stats_lock:
             return {"requests": self._requests, "by_method": dict(self._by_method),
-                    "by_status": dict(self._by_status), "fetches": dict(self._fetches)}
+                    "by_status": dict(self._by_status), "fetches": dict(self._fetches),
+                    "units": sum(self._units_by_method.values()),
+                    "units_by_method": dict(self._units_by_method)}
 
     def reset_stats(self) -> None:
         with self._stats_lock:
@@ -222,6 +224,11 @@ class Emulator:
             self._by_method: dict[str, int] = {}
             self._by_status: dict[str, int] = {}
             self._fetches: dict[str, int] = {}
+            self._units_by_method: dict[str, int] = {}
+
+    def _count_units(self, method_id: str, units: int) -> None:
+        with self._stats_lock:
+            self._units_by_method[method_id] = self._units_by_method.get(method_id, 0) + units
 
     def count_fetch(self, msg_id: str) -> None:
         with self._stats_lock:
@@ -339,9 +346,11 @@ class Emulator:
         """Charge, delay, maybe fail, then run an admitted call; always leaves its slot."""
         cfg = self.config
         try:
-            self.quota.charge(prep.email, cost_of(prep.method_id), cfg.quota_user_per_minute,
+            units = cost_of(prep.method_id)
+            self.quota.charge(prep.email, units, cfg.quota_user_per_minute,
                               cfg.quota_project_per_minute, cfg.quota_window_s,
                               cfg.rate_limit_status)
+            self._count_units(prep.method_id, units)
             delay = cfg.latency_ms + (self.rng.uniform(0, cfg.jitter_ms) if cfg.jitter_ms else 0)
             if delay > 0:
                 time.sleep(delay / 1000)
