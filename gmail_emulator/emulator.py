@@ -97,7 +97,9 @@ class Emulator:
         if until is None:
             until = int(time.time() // 86400 * 86400 * 1000)
         mb.generated_until_ms = until
-        generator.populate(mb, count, until, self.config.generated_span_days)
+        generator.populate(mb, count, until, self.config.generated_span_days,
+                           self.config.chat_rate, self.config.unknown_label_rate)
+        mb.mark_history_id()
         with self._lock:
             self.mailboxes[mb.email] = mb
         return mb
@@ -108,6 +110,7 @@ class Emulator:
 
         mb = self._new_mailbox(email, None)
         load_mbox(mb, path)
+        mb.mark_history_id()
         with self._lock:
             self.mailboxes[mb.email] = mb
         return mb

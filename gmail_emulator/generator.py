@@ -13,6 +13,7 @@ import binascii
 import html
 import random
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime
@@ -29,6 +30,9 @@ CATEGORIES = ["CATEGORY_PERSONAL", "CATEGORY_SOCIAL", "CATEGORY_PROMOTIONS",
               "CATEGORY_UPDATES", "CATEGORY_FORUMS"]
 CHARSETS = [("utf-8", 0.55), ("us-ascii", 0.15), ("iso-8859-1", 0.1),
             ("windows-1252", 0.07), ("iso-2022-jp", 0.06), ("koi8-r", 0.07)]
+# Label ids on messages that labels.list and labels.get do not know (lieer#48 saw "Label_3").
+# Far above the ids labels.create hands out (Label_1, Label_2, ... at most 10,000 labels).
+UNLISTED_LABEL_IDS = ("Label_900001", "Label_900002")
 # Every mailbox of 30+ messages holds one of each hostile kind (index modulo 500).
 HOSTILE = {7: "nul_header", 13: "long_header", 21: "bad_boundary", 29: "unknown_charset"}
 
@@ -57,9 +61,19 @@ def _thread_length(rng: random.Random) -> int:
     return min(60, int(rng.paretovariate(1.2)) + 5)
 
 
-def populate(mb: Mailbox, count: int, until_ms: int, span_days: int) -> None:
-    """Fill `mb` with `count` generated messages (metadata only) and its user labels."""
+def populate(mb: Mailbox, count: int, until_ms: int, span_days: int, chat_rate: float = 0.0,
+             unknown_label_rate: float = 0.0) -> None:
+    """Fill `mb` with `count` generated messages (metadata only) and its user labels.
+
+    `chat_rate` and `unknown_label_rate` (quirks, 0 by default) turn that share of the
+    messages into chats and give that share a label id no label list knows; both pick
+    every Nth message from a seed-given offset, so the rest of the mailbox is unchanged.
+    """
     rng = random.Random(mb.seed)
+    chats = _every_nth(mb.seed, chat_rate, 17)
+    unlisted = _every_nth(mb.seed, unknown_label_rate, 29)
+    if unlisted:
+        mb.unlisted_label_ids = UNLISTED_LABEL_IDS
     for i, name in enumerate(USER_LABELS):
         text, bg = LABEL_COLORS[i % len(LABEL_COLORS)]
         mb.create_label(name, {"textColor": text, "backgroundColor": bg})
@@ -114,6 +128,10 @@ def populate(mb: Mailbox, count: int, until_ms: int, span_days: int) -> None:
             labels.append("IMPORTANT")
         if r > 0.97:
             labels.append("STARRED")
+        if chats and chats(num):
+            labels = ["CHAT"]
+        if unlisted and unlisted(num):
+            labels.append(UNLISTED_LABEL_IDS[num % len(UNLISTED_LABEL_IDS)])
         msg = Msg(num, tid, date, intern_labels(labels), base_hist + num)
         mb.msgs[num] = msg
         mb.keys.append(date << 24 | num)
@@ -123,6 +141,15 @@ def populate(mb: Mailbox, count: int, until_ms: int, span_days: int) -> None:
     mb.next_num = len(entries)
     mb.history_id = base_hist + len(entries) + rng.randint(1, 50)
     mb.history_floor = mb.history_id
+
+
+def _every_nth(seed: int, rate: float, salt: int) -> Callable[[int], bool] | None:
+    """A test for message numbers picking a `rate` share, every Nth from a seed's offset."""
+    if rate <= 0:
+        return None
+    period = max(1, round(1 / rate))
+    offset = (seed * 2_654_435_761 + salt) % period
+    return lambda num: num % period == offset
 
 
 # ----- rendering ------------------------------------------------------------------
