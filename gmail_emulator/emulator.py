@@ -296,7 +296,7 @@ class Emulator:
             except Exception:
                 log.exception("emulator error serving %s /%s", call[0], call[1])
                 done[i] = _Outcome(prep.method_id, 500, backend_error(500).body(), {})
-        if cfg.latency_ms > 0 or cfg.jitter_ms > 0:
+        if len(admitted) > 1 and (cfg.latency_ms > 0 or cfg.jitter_ms > 0):
             futures = [(i, self.executor.submit(self._run, prep)) for i, prep in admitted]
             for i, future in futures:
                 done[i] = future.result()

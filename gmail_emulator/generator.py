@@ -224,8 +224,8 @@ def _snippet_of(text: str) -> str:
 
 
 class Rendered(NamedTuple):
-    """A generated message: raw bytes, snippet, and (unless hostile) its format=full
-    payload, built while rendering so serving format=full needs no MIME parsing."""
+    """A generated message: raw bytes, snippet, and its format=full payload, built while
+    rendering so serving format=full needs no MIME parse (None: parse `raw`)."""
 
     raw: bytes
     snippet: str
@@ -241,7 +241,8 @@ def render(mb: Mailbox, msg: Msg) -> tuple[bytes, str]:
 def render_full(mb: Mailbox, msg: Msg, with_payload: bool = True) -> Rendered:
     """Raw bytes, snippet and payload tree of a generated message (pure: same seed, same
     bytes). The tree equals mime.payload(raw) (tests/emulator/test_generation.py checks
-    it); hostile messages (and `with_payload=False`) get None."""
+    it). Messages whose MIME is broken on purpose (bad boundary, unknown charset) get
+    None, as does `with_payload=False`."""
     num = msg.num
     rng = random.Random(mb.seed * 1_000_003 + num)
     subject_header, peer = _thread_headers(mb.seed, msg.tid)
