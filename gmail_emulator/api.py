@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import generator, mime, search
 from .errors import ApiError, bad_request, not_found
-from .mailbox import NUM_MASK, HistoryRecord, Mailbox, Msg, Watch, intern_labels
+from .mailbox import (
+    NUM_MASK,
+    TIMELINE_KEEP_S,
+    HistoryRecord,
+    Mailbox,
+    Msg,
+    Watch,
+    intern_labels,
+)
 
 if TYPE_CHECKING:
     from .emulator import Emulator
@@ -515,8 +523,8 @@ def history_list(call: Call) -> Result:
     cfg = call.emu.config
     mb.prune_history(cfg.history_retention_s)
     with mb.lock:
-        if cfg.fresh_history_404_s > 0 and \
-                start > mb.history_id_at(time.time() - cfg.fresh_history_404_s):
+        fresh_s = min(cfg.fresh_history_404_s, TIMELINE_KEEP_S)
+        if fresh_s > 0 and start > mb.history_id_at(time.time() - fresh_s):
             raise not_found()  # quirk: an id younger than that is not found yet (lieer#301)
         position = start if token is None else max(start, token)
         idx = mb.history_after(position)

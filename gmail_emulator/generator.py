@@ -188,7 +188,7 @@ def _subject(seed: int, root: int) -> tuple[str, str]:
     return subject, subject if subject.isascii() else Header(subject, "utf-8").encode()
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def _thread_headers(seed: int, root: int) -> tuple[str, str]:
     """Subject header and correspondent address shared by every message of a thread."""
     _, subject_header = _subject(seed, root)
