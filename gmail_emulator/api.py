@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import random
 import re
 import time
@@ -18,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import generator, mime, search
 from .errors import ApiError, bad_request, not_found
-from .mailbox import NUM_MASK, HistoryRecord, Mailbox, Msg, Watch, intern_labels
+from .mailbox import (
+    NUM_MASK,
+    TIMELINE_KEEP_S,
+    HistoryRecord,
+    Mailbox,
+    Msg,
+    Watch,
+    intern_labels,
+)
 
 if TYPE_CHECKING:
     from .emulator import Emulator
@@ -79,15 +88,20 @@ def _untoken(prefix: str, token: str | None) -> int | None:
 
 
 # ----- message resources --------------------------------------------------------------
-def raw_and_snippet(mb: Mailbox, msg: Msg) -> tuple[bytes, str]:
-    """Rendered (generated) or stored bytes plus snippet; records sizeEstimate."""
+def render(mb: Mailbox, msg: Msg, with_payload: bool = False) -> generator.Rendered:
+    """Raw bytes, snippet and (generated mail, if asked) payload tree; records sizeEstimate."""
     if msg.raw is not None:
-        raw, snip = msg.raw, mime.snippet(msg.raw)
+        rendered = generator.Rendered(msg.raw, mime.snippet(msg.raw), None)
     else:
         with mb.lock:
-            raw, snip = generator.render(mb, msg)
-    msg.size = len(raw)
-    return raw, snip
+            rendered = generator.render_full(mb, msg, with_payload)
+    msg.size = len(rendered.raw)
+    return rendered
+
+
+def raw_and_snippet(mb: Mailbox, msg: Msg) -> tuple[bytes, str]:
+    rendered = render(mb, msg)
+    return rendered.raw, rendered.snippet
 
 
 def short(mb: Mailbox, msg: Msg) -> dict[str, Any]:
@@ -95,16 +109,17 @@ def short(mb: Mailbox, msg: Msg) -> dict[str, Any]:
 
 
 def message_resource(mb: Mailbox, msg: Msg, fmt: str, headers: list[str] | None = None) -> dict[str, Any]:
-    raw, snip = raw_and_snippet(mb, msg)
+    raw, snip, tree = render(mb, msg, fmt in ("full", "metadata"))
     out: dict[str, Any] = {
         "id": mb.msg_id(msg.num), "threadId": mb.msg_id(msg.tid), "labelIds": list(msg.labels),
         "snippet": snip, "sizeEstimate": len(raw), "historyId": str(msg.hist),
         "internalDate": str(msg.date),
     }
     if fmt == "full":
-        out["payload"] = mime.payload(raw, msg.num)
+        out["payload"] = tree if tree is not None else mime.payload(raw, msg.num)
     elif fmt == "metadata":
-        out["payload"] = mime.metadata_payload(raw, headers)
+        out["payload"] = mime.metadata_payload(raw, headers) if tree is None \
+            else mime.metadata_of_tree(tree, headers)
     elif fmt == "raw":
         out["raw"] = mime.b64url(raw)
     return out
@@ -212,32 +227,65 @@ def _estimate(call: Call, label_ids: list[str]) -> int:
 
 def messages_list(call: Call) -> Result:
     mb = call.mb
+    cfg = call.emu.config
     limit = call.pint("maxResults", 100, 500)
-    before = _untoken("m", call.p("pageToken"))
+    # Quirk: offsets into the live order (skip or repeat a message when mail arrives or
+    # leaves between pages); otherwise the key of the last message (stable under changes).
+    kind = "o" if cfg.list_offset_page_tokens else "m"
+    position = _untoken(kind, call.p("pageToken"))
     match, label_ids = _filter(call)
-    items: list[dict[str, str]] = []
-    next_token = None
     with mb.lock:
-        last_key = None
-        for msg in mb.iter_newest(before):
-            if not match(msg):
-                continue
-            if len(items) == limit:
-                next_token = _token("m", last_key)
-                break
-            items.append({"id": mb.msg_id(msg.num), "threadId": mb.msg_id(msg.tid)})
-            last_key = msg.key
+        keys = mb.list_keys(cfg.list_inversion_rate)
+        page = _page_by_offset if kind == "o" else _page_by_key
+        items, next_token = page(mb, keys, position, limit, match)
         estimate = _estimate(call, label_ids)
     out: dict[str, Any] = {}
     if items:
         out["messages"] = items
     if next_token:
         out["nextPageToken"] = next_token
-    elif before is None:
+    elif position is None:
         estimate = len(items)
     out["resultSizeEstimate"] = estimate if call.p("q") is None or not next_token else max(
         len(items), estimate)
     return 200, out
+
+
+Page = tuple[list[dict[str, str]], str | None]
+
+
+def _page_by_key(mb: Mailbox, keys: list[int], before: int | None, limit: int,
+                 match: Any) -> Page:
+    """A page of the index below key `before`; the token is the last listed key."""
+    items: list[dict[str, str]] = []
+    pos = len(keys) if before is None else bisect.bisect_left(keys, before)
+    last_key = 0
+    while pos > 0:
+        pos -= 1
+        key = keys[pos]
+        msg = mb.msgs.get(key & NUM_MASK)
+        if msg is None or not match(msg):
+            continue
+        if len(items) == limit:
+            return items, _token("m", last_key)
+        items.append({"id": mb.msg_id(msg.num), "threadId": mb.msg_id(msg.tid)})
+        last_key = key
+    return items, None
+
+
+def _page_by_offset(mb: Mailbox, keys: list[int], start: int | None, limit: int,
+                    match: Any) -> Page:
+    """A page starting `start` entries below the newest one of the index as it is now."""
+    items: list[dict[str, str]] = []
+    count = len(keys)
+    for offset in range(start or 0, count):
+        msg = mb.msgs.get(keys[count - 1 - offset] & NUM_MASK)
+        if msg is None or not match(msg):
+            continue
+        if len(items) == limit:
+            return items, _token("o", offset)
+        items.append({"id": mb.msg_id(msg.num), "threadId": mb.msg_id(msg.tid)})
+    return items, None
 
 
 def messages_get(call: Call) -> Result:
@@ -245,8 +293,12 @@ def messages_get(call: Call) -> Result:
     mb = call.mb
     with mb.lock:
         msg = mb.get_msg(call.args["id"])
+    if fmt == "raw" and "CHAT" in msg.labels and call.emu.config.chat_raw_refused:
+        # Quirk: chats have no raw form (GYB#84); Google's generic answer to a bad request.
+        raise bad_request("Request contains an invalid argument.")
     out = message_resource(mb, msg, fmt, call.plist("metadataHeaders"))
-    call.emu.count_fetch(out["id"])
+    if fmt != "minimal":  # ids and labels only: a check that it exists, not a download
+        call.emu.count_fetch(out["id"])
     return 200, out
 
 
@@ -420,6 +472,9 @@ def threads_get(call: Call) -> Result:
         raise not_found()
     headers = call.plist("metadataHeaders")
     messages = [message_resource(mb, msg, fmt, headers) for msg in members]
+    for message in messages:  # a thread delivers each of its messages: each is a fetch
+        if fmt != "minimal":
+            call.emu.count_fetch(message["id"])
     return 200, {"id": mb.msg_id(tid), "historyId": str(max(m.hist for m in members)),
                  "messages": messages}
 
@@ -470,9 +525,13 @@ def history_list(call: Call) -> Result:
     cfg = call.emu.config
     mb.prune_history(cfg.history_retention_s)
     with mb.lock:
+        fresh_s = min(cfg.fresh_history_404_s, TIMELINE_KEEP_S)
+        if fresh_s > 0 and start > mb.history_id_at(time.time() - fresh_s):
+            raise not_found()  # quirk: an id younger than that is not found yet (lieer#301)
         position = start if token is None else max(start, token)
         idx = mb.history_after(position)
-        remaining = len(mb.history) - idx
+        end = _visible_end(mb, idx, cfg.history_lag_s)
+        remaining = end - idx
         forced = mb.forced_empty_pages > 0
         if forced or (remaining and call.emu.rng.random() < cfg.empty_history_page_rate):
             if forced:
@@ -481,7 +540,7 @@ def history_list(call: Call) -> Result:
         records: list[dict[str, Any]] = []
         next_token = None
         history = mb.history
-        for i in range(idx, len(history)):
+        for i in range(idx, end):
             view = _history_view(mb, history[i], types, label_id)
             if view is None:
                 continue
@@ -496,6 +555,17 @@ def history_list(call: Call) -> Result:
             out["nextPageToken"] = next_token
         out["historyId"] = str(mb.history_id)
         return 200, out
+
+
+def _visible_end(mb: Mailbox, idx: int, lag_s: float) -> int:
+    """End of the records history.list shows: with a lag (quirk), the newest records are
+    not shown yet although the answer's historyId (the mailbox's) already counts them."""
+    end = len(mb.history)
+    if lag_s > 0:
+        cutoff = time.time() - lag_s
+        while end > idx and mb.history[end - 1].ts > cutoff:
+            end -= 1
+    return end
 
 
 def not_implemented(call: Call) -> Result:

@@ -95,9 +95,11 @@ class ControlClient:
             "access_token"]
 
     def script_fault(self, path_regex: str, count: int = 1, status: int = 503,
-                     reason: str = "backendError") -> None:
-        self._call("POST", "faults", {"path_regex": path_regex, "count": count, "status": status,
-                                      "reason": reason})
+                     reason: str = "backendError", seconds: float | None = None) -> None:
+        body = {"path_regex": path_regex, "count": count, "status": status, "reason": reason}
+        if seconds is not None:
+            body["seconds"] = seconds
+        self._call("POST", "faults", body)
 
     def clear_faults(self) -> None:
         self._call("POST", "faults", {"clear": True})

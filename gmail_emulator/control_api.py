@@ -25,6 +25,16 @@ def _mailbox_info(mb: Any) -> dict[str, Any]:
             "messages": len(mb.msgs)}
 
 
+def script_fault_from(emu: Any, spec: dict[str, Any]) -> None:
+    """Emulator.script_fault from a JSON object (control API body or --fault)."""
+    unknown = set(spec) - {"path_regex", "count", "status", "reason", "seconds"}
+    if unknown:
+        raise ValueError(f"unknown fault fields: {sorted(unknown)}")
+    seconds = spec.get("seconds")
+    emu.script_fault(spec["path_regex"], int(spec.get("count", 1)), int(spec.get("status", 503)),
+                     spec.get("reason", "backendError"), None if seconds is None else float(seconds))
+
+
 def handle(emu: Any, method: str, path: str, params: dict[str, list[str]], body: bytes) -> Response:
     try:
         data = json.loads(body) if body.strip() else {}
@@ -64,8 +74,7 @@ def _route(emu: Any, method: str, path: str, d: dict[str, Any]) -> Response:
         if d.get("clear"):
             emu.clear_faults()
         else:
-            emu.script_fault(d["path_regex"], int(d.get("count", 1)), int(d.get("status", 503)),
-                             d.get("reason", "backendError"))
+            script_fault_from(emu, d)
         return _ok()
     if path == "activity" and method == "POST":
         if float(d.get("per_minute", 0)) > 0:

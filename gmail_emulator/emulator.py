@@ -19,12 +19,13 @@ import zlib
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import api, generator, multipart_upload
 from .config import EmulatorConfig
-from .errors import ApiError, backend_error, bad_request
+from .errors import ApiError, ConnectionDrop, backend_error, bad_request
 from .mailbox import Mailbox
 from .oauth import OAuthServer
 from .push import Notifier
@@ -32,7 +33,10 @@ from .quota import Quota, cost_of
 
 log = logging.getLogger("gmail_emulator")
 Response = tuple[int, dict[str, str], bytes]
+GmailCall = tuple[str, str, dict[str, list[str]], dict[str, str], bytes]  # method, path, params, headers, body
 JSON_HEADERS = {"Content-Type": "application/json; charset=UTF-8"}
+# Compact and without the circular-reference check: a quarter less encoding time.
+_JSON = json.JSONEncoder(check_circular=False, separators=(",", ":"))
 DEFAULT_CLIENT_ID = "emulator-client-id.apps.googleusercontent.com"
 DEFAULT_CLIENT_SECRET = "emulator-secret"
 DEFAULT_SCOPE = ("https://www.googleapis.com/auth/gmail.readonly openid "
@@ -55,7 +59,7 @@ class Emulator:
         self.notifier = Notifier(self)
         self.executor = ThreadPoolExecutor(max_workers=512, thread_name_prefix="gmail-emu-part")
         self._lock = threading.Lock()
-        self._faults: list[list[Any]] = []  # [compiled regex, remaining, status, reason]
+        self._faults: list[ScriptedFault] = []
         self._stats_lock = threading.Lock()
         self.reset_stats()
         self.responses: deque[tuple[str, Any]] = deque(maxlen=self.config.record_responses_max)
@@ -95,7 +99,9 @@ class Emulator:
         if until is None:
             until = int(time.time() // 86400 * 86400 * 1000)
         mb.generated_until_ms = until
-        generator.populate(mb, count, until, self.config.generated_span_days)
+        generator.populate(mb, count, until, self.config.generated_span_days,
+                           self.config.chat_rate, self.config.unknown_label_rate)
+        mb.mark_history_id()
         with self._lock:
             self.mailboxes[mb.email] = mb
         return mb
@@ -106,6 +112,7 @@ class Emulator:
 
         mb = self._new_mailbox(email, None)
         load_mbox(mb, path)
+        mb.mark_history_id()
         with self._lock:
             self.mailboxes[mb.email] = mb
         return mb
@@ -153,10 +160,23 @@ class Emulator:
         return self.oauth.tokens.revoke(refresh_token)
 
     def script_fault(self, path_regex: str, count: int = 1, status: int = 503,
-                     reason: str = "backendError") -> None:
-        """Fail the next `count` requests whose path (no query) matches `path_regex`."""
+                     reason: str = "backendError", seconds: float | None = None) -> None:
+        """Fail the next `count` requests whose path (no query) matches `path_regex`, or,
+        with `seconds`, every matching request until that many seconds from now (`count`
+        is then ignored). `status` 0 drops the connection without an answer (a network
+        error for the client); otherwise the answer is Google's error body with `reason`."""
+        if status != 0 and not 400 <= status <= 599:
+            raise ValueError(f"fault status must be 0 (drop) or 400-599, not {status}")
+        if seconds is not None and seconds <= 0:
+            raise ValueError(f"fault seconds must be positive, not {seconds}")
+        try:
+            pattern = re.compile(path_regex)
+        except re.error as exc:
+            raise ValueError(f"bad path_regex {path_regex!r}: {exc}") from None
+        until = None if seconds is None else time.monotonic() + seconds
+        fault = ScriptedFault(pattern, count, status, reason, until)
         with self._lock:
-            self._faults.append([re.compile(path_regex), count, status, reason])
+            self._faults.append(fault)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -199,7 +219,9 @@ class Emulator:
     def stats(self) -> dict[str, Any]:
         with self._stats_lock:
             return {"requests": self._requests, "by_method": dict(self._by_method),
-                    "by_status": dict(self._by_status), "fetches": dict(self._fetches)}
+                    "by_status": dict(self._by_status), "fetches": dict(self._fetches),
+                    "units": sum(self._units_by_method.values()),
+                    "units_by_method": dict(self._units_by_method)}
 
     def reset_stats(self) -> None:
         with self._stats_lock:
@@ -207,6 +229,11 @@ class Emulator:
             self._by_method: dict[str, int] = {}
             self._by_status: dict[str, int] = {}
             self._fetches: dict[str, int] = {}
+            self._units_by_method: dict[str, int] = {}
+
+    def _count_units(self, method_id: str, units: int) -> None:
+        with self._stats_lock:
+            self._units_by_method[method_id] = self._units_by_method.get(method_id, 0) + units
 
     def count_fetch(self, msg_id: str) -> None:
         with self._stats_lock:
@@ -221,78 +248,138 @@ class Emulator:
 
     # ----- the request pipeline ------------------------------------------------------------
     def take_scripted_fault(self, path: str) -> None:
+        """Raise the first live scripted fault matching `path` (leading '/', no query):
+        ApiError, or ConnectionDrop for status 0. The one check every path goes through."""
         if not self._faults:
             return
+        now = time.monotonic()
         with self._lock:
-            for fault in self._faults:
-                if fault[1] > 0 and fault[0].search(path):
-                    fault[1] -= 1
-                    status, reason = fault[2], fault[3]
-                    self._faults = [f for f in self._faults if f[1] > 0]
-                    break
-            else:
+            self._faults = [f for f in self._faults if f.live(now)]
+            fault = next((f for f in self._faults if f.pattern.search(path)), None)
+            if fault is None:
                 return
-        raise ApiError(status, reason, headers={"Retry-After": "1"} if status == 429 else None)
+            if fault.until is None:
+                fault.remaining -= 1
+        if fault.status == 0:
+            raise ConnectionDrop(path)
+        raise ApiError(fault.status, fault.reason,
+                       headers={"Retry-After": "1"} if fault.status == 429 else None)
 
     def handle_gmail(self, method: str, path: str, params: dict[str, list[str]],
                      headers: dict[str, str], body: bytes) -> Response:
         """Serve one Gmail API call; `headers` keys are lower-case; path has no leading '/'."""
+        return self.serve_calls([(method, path, params, headers, body)])[0]
+
+    def serve_calls(self, calls: list[GmailCall]) -> list[Response]:
+        """Serve Gmail calls that arrive together (one plain request, or a batch's parts).
+
+        Every call is checked (faults, route, token, user, daily limit) and admitted
+        against the per-user concurrency limit before any runs, because Gmail fans a
+        batch's parts out at once: a 50-part batch is 50 requests in flight. Admitted
+        calls then run in this thread, or side by side when latency is configured.
+        """
         cfg = self.config
-        method_id = "unknown"
-        extra: dict[str, str] = {}
-        try:
-            self.take_scripted_fault("/" + path)
-            upload = api.UPLOAD_ROUTE.match(path)
-            if upload and method == "POST":
-                method_id = "gmail.users.messages." + ("import" if upload["kind"] else "insert")
-                fn, args = api.messages_insert, {"user": upload["user"]}
-                payload = multipart_upload.parse(params, headers, body)
-            else:
-                found = api.route(method, path)
-                if found is None:
-                    raise ApiError(404, "notFound", f"Method not found: {method} /{path}")
-                method_id, fn, args = found
-                payload = _json_body(body) if method in ("POST", "PUT", "PATCH") else {}
-            auth = headers.get("authorization", "")
-            token = auth[7:].strip() if auth.lower().startswith("bearer ") else (
-                params.get("access_token") or [None])[0]
-            email = self.oauth.tokens.check(token)
-            mb = self.mailboxes.get(email)
-            if mb is None:
-                raise ApiError(401, "authError", "Invalid Credentials")
-            user = args["user"]
-            if user != "me" and user.lower() != email:
-                raise ApiError(403, "forbidden", f"Delegation denied for {email}")
-            if mb.daily_limit_exceeded:
-                raise ApiError(403, "dailyLimitExceeded",
-                               "Daily Limit Exceeded. The quota will be reset at midnight Pacific Time.")
-            self.quota.enter(email, cfg.concurrent_requests_per_user)
+        done: list[_Outcome | None] = [None] * len(calls)
+        admitted: list[tuple[int, _Prepared]] = []
+        for i, call in enumerate(calls):
+            prep = _Prepared()
             try:
-                self.quota.charge(email, cost_of(method_id), cfg.quota_user_per_minute,
-                                  cfg.quota_project_per_minute, cfg.quota_window_s,
-                                  cfg.rate_limit_status)
-                delay = cfg.latency_ms + (self.rng.uniform(0, cfg.jitter_ms) if cfg.jitter_ms else 0)
-                if delay > 0:
-                    time.sleep(delay / 1000)
-                if cfg.fault_rate and self.rng.random() < cfg.fault_rate:
-                    raise backend_error(self.rng.choice((500, 503)))
-                status, obj = fn(api.Call(self, mb, params, payload, args))
-            finally:
-                self.quota.leave(email)
+                self._prepare(prep, *call)
+                self.quota.enter(prep.email, cfg.concurrent_requests_per_user)
+                admitted.append((i, prep))
+            except ApiError as exc:
+                done[i] = _Outcome(prep.method_id, exc.code, exc.body(), exc.headers)
+            except ConnectionDrop:
+                # The whole HTTP answer is lost (a batch's too): free the admitted slots.
+                for _, admitted_prep in admitted:
+                    self.quota.leave(admitted_prep.email)
+                self._count(prep.method_id, 0)
+                raise
+            except Exception:
+                log.exception("emulator error serving %s /%s", call[0], call[1])
+                done[i] = _Outcome(prep.method_id, 500, backend_error(500).body(), {})
+        if len(admitted) > 1 and (cfg.latency_ms > 0 or cfg.jitter_ms > 0):
+            futures = [(i, self.executor.submit(self._run, prep)) for i, prep in admitted]
+            for i, future in futures:
+                done[i] = future.result()
+        else:
+            for i, prep in admitted:
+                done[i] = self._run(prep)
+        return [self._answer(outcome) for outcome in done if outcome is not None]
+
+    def _prepare(self, prep: _Prepared, method: str, path: str, params: dict[str, list[str]],
+                 headers: dict[str, str], body: bytes) -> None:
+        """Route and authenticate one call into `prep` (ApiError if it is refused)."""
+        try:
+            self._route(prep, method, path, params, headers, body)
+        except ApiError:
+            self.take_scripted_fault("/" + path)  # a fault answers before a bad request
+            raise
+        self.take_scripted_fault("/" + path)
+        prep.params = params
+        auth = headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else (
+            params.get("access_token") or [None])[0]
+        email = self.oauth.tokens.check(token)
+        mb = self.mailboxes.get(email)
+        if mb is None:
+            raise ApiError(401, "authError", "Invalid Credentials")
+        user = prep.args["user"]
+        if user != "me" and user.lower() != email:
+            raise ApiError(403, "forbidden", f"Delegation denied for {email}")
+        if mb.daily_limit_exceeded:
+            raise ApiError(403, "dailyLimitExceeded",
+                           "Daily Limit Exceeded. The quota will be reset at midnight Pacific Time.")
+        prep.email, prep.mb = email, mb
+
+    @staticmethod
+    def _route(prep: _Prepared, method: str, path: str, params: dict[str, list[str]],
+               headers: dict[str, str], body: bytes) -> None:
+        upload = api.UPLOAD_ROUTE.match(path)
+        if upload and method == "POST":
+            prep.method_id = "gmail.users.messages." + ("import" if upload["kind"] else "insert")
+            prep.fn, prep.args = api.messages_insert, {"user": upload["user"]}
+            prep.payload = multipart_upload.parse(params, headers, body)
+            return
+        found = api.route(method, path)
+        if found is None:
+            raise ApiError(404, "notFound", f"Method not found: {method} /{path}")
+        prep.method_id, prep.fn, prep.args = found
+        prep.payload = _json_body(body) if method in ("POST", "PUT", "PATCH") else {}
+
+    def _run(self, prep: _Prepared) -> _Outcome:
+        """Charge, delay, maybe fail, then run an admitted call; always leaves its slot."""
+        cfg = self.config
+        try:
+            units = cost_of(prep.method_id)
+            self.quota.charge(prep.email, units, cfg.quota_user_per_minute,
+                              cfg.quota_project_per_minute, cfg.quota_window_s,
+                              cfg.rate_limit_status)
+            self._count_units(prep.method_id, units)
+            delay = cfg.latency_ms + (self.rng.uniform(0, cfg.jitter_ms) if cfg.jitter_ms else 0)
+            if delay > 0:
+                time.sleep(delay / 1000)
+            if cfg.fault_rate and self.rng.random() < cfg.fault_rate:
+                raise backend_error(self.rng.choice((500, 503)))
+            status, obj = prep.fn(api.Call(self, prep.mb, prep.params, prep.payload, prep.args))
+            return _Outcome(prep.method_id, status, obj, {})
         except ApiError as exc:
-            status, obj = exc.code, exc.body()
-            extra = exc.headers
+            return _Outcome(prep.method_id, exc.code, exc.body(), exc.headers)
         except Exception:
-            log.exception("emulator error serving %s /%s", method, path)
-            status, obj = 500, backend_error(500).body()
-        self._count(method_id, status)
-        if obj is None:
-            return status, dict(extra), b""
-        if cfg.record_responses and status < 300:
-            self.responses.append((method_id, obj))
+            log.exception("emulator error serving %s", prep.method_id)
+            return _Outcome(prep.method_id, 500, backend_error(500).body(), {})
+        finally:
+            self.quota.leave(prep.email)
+
+    def _answer(self, outcome: _Outcome) -> Response:
+        self._count(outcome.method_id, outcome.status)
+        if outcome.body is None:
+            return outcome.status, dict(outcome.headers), b""
+        if self.config.record_responses and outcome.status < 300:
+            self.responses.append((outcome.method_id, outcome.body))
         out = dict(JSON_HEADERS)
-        out.update(extra)
-        return status, out, json.dumps(obj).encode()
+        out.update(outcome.headers)
+        return outcome.status, out, _JSON.encode(outcome.body).encode()
 
     # ----- serving -------------------------------------------------------------------------
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -324,6 +411,40 @@ class Emulator:
             yield url
         finally:
             self.stop()
+
+
+@dataclass
+class ScriptedFault:
+    pattern: re.Pattern[str]
+    remaining: int
+    status: int  # 0: drop the connection
+    reason: str
+    until: float | None  # time.monotonic() deadline of a timed fault
+
+    def live(self, now: float) -> bool:
+        return self.remaining > 0 if self.until is None else now < self.until
+
+
+class _Prepared:
+    """A Gmail call that passed the checks before admission."""
+
+    __slots__ = ("args", "email", "fn", "mb", "method_id", "params", "payload")
+
+    def __init__(self) -> None:
+        self.method_id = "unknown"
+        self.fn: Any = None
+        self.args: dict[str, str] = {}
+        self.payload: dict[str, Any] = {}
+        self.params: dict[str, list[str]] = {}
+        self.email = ""
+        self.mb: Any = None
+
+
+class _Outcome(NamedTuple):
+    method_id: str
+    status: int
+    body: Any
+    headers: dict[str, str]
 
 
 def _json_body(body: bytes) -> dict[str, Any]:

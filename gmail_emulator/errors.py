@@ -62,6 +62,10 @@ class ApiError(Exception):
         return json.dumps(self.body()).encode()
 
 
+class ConnectionDrop(Exception):
+    """A scripted network failure: the HTTP layer closes the connection without answering."""
+
+
 def bad_request(message: str, reason: str = "invalidArgument") -> ApiError:
     return ApiError(400, reason, message)
 

@@ -13,11 +13,14 @@ import binascii
 import html
 import random
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime
+from functools import lru_cache
+from typing import Any, NamedTuple
 
-from . import corpus
+from . import corpus, mime
 from .mailbox import LABEL_COLORS, Mailbox, Msg, intern_labels
 
 DAY_MS = 86_400_000
@@ -27,6 +30,9 @@ CATEGORIES = ["CATEGORY_PERSONAL", "CATEGORY_SOCIAL", "CATEGORY_PROMOTIONS",
               "CATEGORY_UPDATES", "CATEGORY_FORUMS"]
 CHARSETS = [("utf-8", 0.55), ("us-ascii", 0.15), ("iso-8859-1", 0.1),
             ("windows-1252", 0.07), ("iso-2022-jp", 0.06), ("koi8-r", 0.07)]
+# Label ids on messages that labels.list and labels.get do not know (lieer#48 saw "Label_3").
+# Far above the ids labels.create hands out (Label_1, Label_2, ... at most 10,000 labels).
+UNLISTED_LABEL_IDS = ("Label_900001", "Label_900002")
 # Every mailbox of 30+ messages holds one of each hostile kind (index modulo 500).
 HOSTILE = {7: "nul_header", 13: "long_header", 21: "bad_boundary", 29: "unknown_charset"}
 
@@ -55,9 +61,19 @@ def _thread_length(rng: random.Random) -> int:
     return min(60, int(rng.paretovariate(1.2)) + 5)
 
 
-def populate(mb: Mailbox, count: int, until_ms: int, span_days: int) -> None:
-    """Fill `mb` with `count` generated messages (metadata only) and its user labels."""
+def populate(mb: Mailbox, count: int, until_ms: int, span_days: int, chat_rate: float = 0.0,
+             unknown_label_rate: float = 0.0) -> None:
+    """Fill `mb` with `count` generated messages (metadata only) and its user labels.
+
+    `chat_rate` and `unknown_label_rate` (quirks, 0 by default) turn that share of the
+    messages into chats and give that share a label id no label list knows; both pick
+    every Nth message from a seed-given offset, so the rest of the mailbox is unchanged.
+    """
     rng = random.Random(mb.seed)
+    chats = _every_nth(mb.seed, chat_rate, 17)
+    unlisted = _every_nth(mb.seed, unknown_label_rate, 29)
+    if unlisted:
+        mb.unlisted_label_ids = UNLISTED_LABEL_IDS
     for i, name in enumerate(USER_LABELS):
         text, bg = LABEL_COLORS[i % len(LABEL_COLORS)]
         mb.create_label(name, {"textColor": text, "backgroundColor": bg})
@@ -112,6 +128,10 @@ def populate(mb: Mailbox, count: int, until_ms: int, span_days: int) -> None:
             labels.append("IMPORTANT")
         if r > 0.97:
             labels.append("STARRED")
+        if chats and chats(num):
+            labels = ["CHAT"]
+        if unlisted and unlisted(num):
+            labels.append(UNLISTED_LABEL_IDS[num % len(UNLISTED_LABEL_IDS)])
         msg = Msg(num, tid, date, intern_labels(labels), base_hist + num)
         mb.msgs[num] = msg
         mb.keys.append(date << 24 | num)
@@ -121,6 +141,15 @@ def populate(mb: Mailbox, count: int, until_ms: int, span_days: int) -> None:
     mb.next_num = len(entries)
     mb.history_id = base_hist + len(entries) + rng.randint(1, 50)
     mb.history_floor = mb.history_id
+
+
+def _every_nth(seed: int, rate: float, salt: int) -> Callable[[int], bool] | None:
+    """A test for message numbers picking a `rate` share, every Nth from a seed's offset."""
+    if rate <= 0:
+        return None
+    period = max(1, round(1 / rate))
+    offset = (seed * 2_654_435_761 + salt) % period
+    return lambda num: num % period == offset
 
 
 # ----- rendering ------------------------------------------------------------------
@@ -135,22 +164,36 @@ def _person(rng: random.Random) -> tuple[str, str]:
 def _addr(name: str, email: str) -> str:
     if name.isascii():
         return f'"{name}" <{email}>'
-    return f"{Header(name, 'utf-8').encode()} <{email}>"
+    return f"{_encoded_word(name, 'utf-8')} <{email}>"
+
+
+@lru_cache(maxsize=4096)
+def _encoded_word(text: str, charset: str) -> str:
+    """RFC 2047 form of a header text (Header.encode is a large share of rendering)."""
+    return Header(text, charset).encode()
 
 
 def message_id(mb: Mailbox, num: int) -> str:
     return f"<gen.{mb.seed}.{num}@emulator.invalid>"
 
 
-def _subject(mb: Mailbox, root: int) -> tuple[str, str]:
+def _subject(seed: int, root: int) -> tuple[str, str]:
     """The thread's subject (decoded) and its header form."""
-    rng = random.Random(mb.seed * 7_919 + root * 31 + 1)
+    rng = random.Random(seed * 7_919 + root * 31 + 1)
     cs = _pick_charset(rng)
     if cs in corpus.SUBJECTS_BY_CHARSET and rng.random() < 0.7:
         subject = rng.choice(corpus.SUBJECTS_BY_CHARSET[cs]).format(n=root)
         return subject, Header(subject, cs).encode()
     subject = rng.choice(corpus.SUBJECTS_ASCII).format(n=1000 + root)
     return subject, subject if subject.isascii() else Header(subject, "utf-8").encode()
+
+
+@lru_cache(maxsize=1 << 14)
+def _thread_headers(seed: int, root: int) -> tuple[str, str]:
+    """Subject header and correspondent address shared by every message of a thread."""
+    _, subject_header = _subject(seed, root)
+    peer_name, peer_email = _person(random.Random(seed * 104_729 + root))
+    return subject_header, _addr(peer_name, peer_email)
 
 
 def _text(rng: random.Random, cs: str) -> str:
@@ -161,9 +204,8 @@ def _text(rng: random.Random, cs: str) -> str:
     return "Hello,\r\n\r\n" + "\r\n\r\n".join(paras) + "\r\n\r\n-- \r\nSent by the emulator\r\n"
 
 
-def _encode_body(text: str, cs: str, rng: random.Random) -> tuple[str, str]:
-    """(Content-Transfer-Encoding, encoded body) for text in charset cs."""
-    data = text.encode("ascii" if cs == "us-ascii" else cs)
+def _encode_body(data: bytes, cs: str, rng: random.Random) -> tuple[str, str]:
+    """(Content-Transfer-Encoding, encoded body) for text already encoded in charset cs."""
     if cs in ("us-ascii", "iso-2022-jp"):
         return "7bit", data.decode("ascii")
     if cs == "koi8-r" or (cs == "utf-8" and rng.random() < 0.5):
@@ -181,18 +223,33 @@ def _snippet_of(text: str) -> str:
     return " ".join(text.split())[:200]
 
 
+class Rendered(NamedTuple):
+    """A generated message: raw bytes, snippet, and its format=full payload, built while
+    rendering so serving format=full needs no MIME parse (None: parse `raw`)."""
+
+    raw: bytes
+    snippet: str
+    payload: dict[str, Any] | None
+
+
 def render(mb: Mailbox, msg: Msg) -> tuple[bytes, str]:
     """The raw RFC 2822 bytes of a generated message and its snippet."""
+    rendered = render_full(mb, msg)
+    return rendered.raw, rendered.snippet
+
+
+def render_full(mb: Mailbox, msg: Msg, with_payload: bool = True) -> Rendered:
+    """Raw bytes, snippet and payload tree of a generated message (pure: same seed, same
+    bytes). The tree equals mime.payload(raw) (tests/emulator/test_generation.py checks
+    it). Messages whose MIME is broken on purpose (bad boundary, unknown charset) get
+    None, as does `with_payload=False`."""
     num = msg.num
     rng = random.Random(mb.seed * 1_000_003 + num)
-    _, subject_header = _subject(mb, msg.tid)
+    subject_header, peer = _thread_headers(mb.seed, msg.tid)
     members = mb.threads.get(msg.tid, [num])
     prior = [m for m in members if m != num and mb.msgs.get(m) is not None
              and mb.msgs[m].key < msg.key]
-    peer_rng = random.Random(mb.seed * 104_729 + msg.tid)
-    peer_name, peer_email = _person(peer_rng)
     owner = _addr(mb.email.split("@")[0].title(), mb.email)
-    peer = _addr(peer_name, peer_email)
     sent = "SENT" in msg.labels or "DRAFT" in msg.labels
     date = datetime.fromtimestamp(msg.date / 1000, tz=UTC)
     headers = [
@@ -217,6 +274,7 @@ def render(mb: Mailbox, msg: Msg) -> tuple[bytes, str]:
     kind = rng.random()
     body_lines: list[str] = []
     boundary = f"=_emu_{mb.seed}_{num}_"
+    tree: dict[str, Any] | None = None
     if hostile == "nul_header":
         headers.append("X-Hostile: before\x00after")
     elif hostile == "long_header":
@@ -233,42 +291,112 @@ def render(mb: Mailbox, msg: Msg) -> tuple[bytes, str]:
         body_lines = [raw_text]
         snippet = _snippet_of(raw_text)
     elif kind < 0.45:
-        cte, body = _encode_body(text, cs, rng)
-        headers.append(f'Content-Type: text/plain; charset="{cs}"')
-        headers.append(f"Content-Transfer-Encoding: {cte}")
-        body_lines = [body]
+        leaf = _text_leaf(text, cs, rng)
+        headers += leaf.headers
+        body_lines = [leaf.body]
+        # The top-level body runs to the end of the message, which ends with CRLF.
+        body = leaf.body if leaf.body.endswith("\r\n") else leaf.body + "\r\n"
+        if with_payload:
+            tree = _node("", "text/plain", headers, _leaf_body(leaf.data(body)))
     else:
-        alt = _alternative(text, cs, rng, boundary + "alt")
-        if kind < 0.82:
+        nested = kind >= 0.82  # multipart/mixed: the alternative is its part "0"
+        alt_lines, alt_parts = _alternative(text, cs, rng, boundary + "alt", "0." if nested else "",
+                                            with_payload)
+        if not nested:
             headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}alt"')
-            body_lines = alt
+            body_lines = alt_lines
+            tree = _multipart("", "multipart/alternative", headers, alt_parts) if with_payload \
+                else None
         else:
+            alt_header = f'Content-Type: multipart/alternative; boundary="{boundary}alt"'
             headers.append(f'Content-Type: multipart/mixed; boundary="{boundary}mix"')
             body_lines = ["This is a multi-part message in MIME format.", f"--{boundary}mix",
-                          f'Content-Type: multipart/alternative; boundary="{boundary}alt"', ""]
-            body_lines += alt
+                          alt_header, ""]
+            body_lines += alt_lines
+            children = [_multipart("0", "multipart/alternative", [alt_header], alt_parts)]
             for a in range(1 + (rng.random() < 0.3)):
-                body_lines += [f"--{boundary}mix", *_attachment(rng, num, a)]
+                att_lines, att_part = _attachment(rng, num, a, str(a + 1))
+                body_lines += [f"--{boundary}mix", *att_lines]
+                children.append(att_part)
             body_lines.append(f"--{boundary}mix--")
+            tree = _multipart("", "multipart/mixed", headers, children) if with_payload else None
     raw = "\r\n".join(headers) + "\r\n\r\n" + "\r\n".join(body_lines)
     if not raw.endswith("\r\n"):
         raw += "\r\n"
-    return raw.encode("latin-1"), snippet
+    return Rendered(raw.encode("latin-1"), snippet, tree)
 
 
-def _alternative(text: str, cs: str, rng: random.Random, boundary: str) -> list[str]:
-    cte, body = _encode_body(text, cs, rng)
-    hcte, hbody = _encode_body(_html_of(text), cs, rng)
-    return [
-        f"--{boundary}", f'Content-Type: text/plain; charset="{cs}"',
-        f"Content-Transfer-Encoding: {cte}", "", body,
-        f"--{boundary}", f'Content-Type: text/html; charset="{cs}"',
-        f"Content-Transfer-Encoding: {hcte}", "", hbody,
-        f"--{boundary}--", "",
-    ]
+# ----- the payload tree of format=full, as mime.payload would parse it ----------------
+class _Leaf(NamedTuple):
+    headers: list[str]  # "Name: value" lines
+    body: str  # the encoded body as written between the part's headers and the next line
+    cte: str
+    decoded: bytes  # the bytes that were encoded
+
+    def data(self, body: str | None = None) -> bytes:
+        """The part's content as the stdlib decodes it (get_payload(decode=True))."""
+        text = self.body if body is None else body
+        if self.cte == "base64":
+            return self.decoded
+        if self.cte == "quoted-printable":
+            return binascii.a2b_qp(text.encode("ascii"))
+        return text.encode("ascii")
 
 
-def _attachment(rng: random.Random, num: int, index: int) -> list[str]:
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+def _parsed_headers(lines: list[str]) -> list[dict[str, str]]:
+    """Header lines as the compat32 parser stores them, unfolded like mime._headers."""
+    out = []
+    for line in lines:
+        name, _, value = line.partition(":")
+        value = value.lstrip(" \t")
+        out.append({"name": name, "value": _FOLD.sub("", value) if "\n" in value else value})
+    return out
+
+
+def _leaf_body(data: bytes) -> dict[str, Any]:
+    return {"size": len(data), "data": base64.urlsafe_b64encode(data).decode("ascii")} if data \
+        else {"size": 0}
+
+
+def _node(part_id: str, mime_type: str, headers: list[str], body: dict[str, Any],
+          filename: str = "") -> dict[str, Any]:
+    return {"partId": part_id, "mimeType": mime_type, "filename": filename,
+            "headers": _parsed_headers(headers), "body": body}
+
+
+def _multipart(part_id: str, mime_type: str, headers: list[str],
+               children: list[dict[str, Any]]) -> dict[str, Any]:
+    node = _node(part_id, mime_type, headers, {"size": 0})
+    node["parts"] = children
+    return node
+
+
+def _text_leaf(text: str, cs: str, rng: random.Random, subtype: str = "plain") -> _Leaf:
+    data = text.encode("ascii" if cs == "us-ascii" else cs)
+    cte, body = _encode_body(data, cs, rng)
+    return _Leaf([f'Content-Type: text/{subtype}; charset="{cs}"',
+                  f"Content-Transfer-Encoding: {cte}"], body, cte, data)
+
+
+def _alternative(text: str, cs: str, rng: random.Random, boundary: str, prefix: str,
+                 with_payload: bool) -> tuple[list[str], list[dict[str, Any]]]:
+    """Lines of a text + HTML multipart/alternative body, and its two payload parts
+    (part ids `prefix`0 and `prefix`1)."""
+    plain = _text_leaf(text, cs, rng)
+    rich = _text_leaf(_html_of(text), cs, rng, "html")
+    lines = [f"--{boundary}", *plain.headers, "", plain.body,
+             f"--{boundary}", *rich.headers, "", rich.body, f"--{boundary}--", ""]
+    parts = [_node(prefix + str(i), f"text/{kind}", leaf.headers, _leaf_body(leaf.data()))
+             for i, (kind, leaf) in enumerate((("plain", plain), ("html", rich)))] \
+        if with_payload else []
+    return lines, parts
+
+
+def _attachment(rng: random.Random, num: int, index: int,
+                part_id: str) -> tuple[list[str], dict[str, Any]]:
     kind = rng.random()
     if kind < 0.3:
         name, ctype = f"report-{num}-{index}.csv", "text/csv"
@@ -289,8 +417,10 @@ def _attachment(rng: random.Random, num: int, index: int) -> list[str]:
     else:
         disposition = f'Content-Disposition: attachment; filename="{name}"'
     encoded = base64.encodebytes(data).decode("ascii").replace("\n", "\r\n")
-    return [f'Content-Type: {ctype}; name="{name}"' if name.isascii() else f"Content-Type: {ctype}",
-            disposition, "Content-Transfer-Encoding: base64", "", encoded]
+    headers = [f'Content-Type: {ctype}; name="{name}"' if name.isascii() else f"Content-Type: {ctype}",
+               disposition, "Content-Transfer-Encoding: base64"]
+    body = {"attachmentId": mime.attachment_id(num, part_id), "size": len(data)}
+    return [*headers, "", encoded], _node(part_id, ctype, headers, body, name)
 
 
 def new_generated_message(mb: Mailbox, rng: random.Random, date_ms: int,

@@ -20,6 +20,8 @@ from .errors import ApiError, bad_request, not_found
 
 NUM_BITS = 24
 NUM_MASK = (1 << NUM_BITS) - 1
+INVERSION_MS = 6 * 3_600_000  # how far messages.list may move a message (quirk)
+TIMELINE_KEEP_S = 3600.0  # how far back history_id_at can answer
 
 SYSTEM_LABELS = [
     "INBOX", "SENT", "UNREAD", "STARRED", "IMPORTANT", "TRASH", "SPAM", "DRAFT",
@@ -140,6 +142,12 @@ class Watch:
     expiration_ms: int
 
 
+def _remove_sorted(keys: list[int], key: int) -> None:
+    idx = bisect.bisect_left(keys, key)
+    if idx < len(keys) and keys[idx] == key:
+        del keys[idx]
+
+
 @dataclass
 class Mailbox:
     """State of one Gmail account. All public methods take `lock`."""
@@ -170,6 +178,12 @@ class Mailbox:
     lock: threading.RLock = field(default_factory=threading.RLock)
     listeners: list[Any] = field(default_factory=list)
     _thread_stats: tuple[int, dict[str, tuple[int, int]]] | None = None
+    # messages.list order with date inversions: (rate, keys with perturbed dates), lazily.
+    _list_index: tuple[float, list[int]] | None = None
+    # (time, history id) whenever the id moved, for "how old is this history id" (quirk).
+    id_timeline: list[tuple[float, int]] = field(default_factory=list)
+    # Label ids some messages carry that labels.list/labels.get do not know (quirk).
+    unlisted_label_ids: tuple[str, ...] = ()
 
     # ----- ids -----------------------------------------------------------------
     def msg_id(self, num: int) -> str:
@@ -290,7 +304,22 @@ class Mailbox:
     # ----- mutation primitives (caller holds lock) -----------------------------
     def _next_history_id(self) -> int:
         self.history_id += self.rng.randint(1, max(1, self.step_max))
+        self.mark_history_id()
         return self.history_id
+
+    def mark_history_id(self) -> None:
+        """Note when the mailbox's history id took its current value (one hour is kept)."""
+        now = time.time()
+        timeline = self.id_timeline
+        timeline.append((now, self.history_id))
+        if len(timeline) > 2 and timeline[1][0] < now - TIMELINE_KEEP_S:
+            cut = bisect.bisect_left(timeline, (now - TIMELINE_KEEP_S,)) - 1
+            del timeline[:max(cut, 0)]
+
+    def history_id_at(self, when: float) -> int:
+        """The mailbox's history id at time `when` (-1 before the mailbox existed)."""
+        pos = bisect.bisect_right(self.id_timeline, (when, float("inf")))
+        return self.id_timeline[pos - 1][1] if pos else -1
 
     def _record(self, rec: HistoryRecord) -> None:
         self.history.append(rec)
@@ -307,6 +336,8 @@ class Mailbox:
         """Index a new message; with `record`, a messagesAdded history entry is written."""
         self.msgs[msg.num] = msg
         bisect.insort(self.keys, msg.key)
+        if self._list_index is not None:
+            bisect.insort(self._list_index[1], self._listed_key(msg.key, self._list_index[0]))
         members = self.threads.setdefault(msg.tid, [])
         if not members or self.msgs[members[-1]].date <= msg.date:
             members.append(msg.num)
@@ -384,9 +415,10 @@ class Mailbox:
         with self.lock:
             msg = self.get_msg(msg_id)
             del self.msgs[msg.num]
-            idx = bisect.bisect_left(self.keys, msg.key)
-            if idx < len(self.keys) and self.keys[idx] == msg.key:
-                del self.keys[idx]
+            _remove_sorted(self.keys, msg.key)
+            if self._list_index is not None:
+                rate, listed = self._list_index
+                _remove_sorted(listed, self._listed_key(msg.key, rate))
             members = self.threads.get(msg.tid, [])
             if msg.num in members:
                 members.remove(msg.num)
@@ -422,6 +454,24 @@ class Mailbox:
         return bisect.bisect_right(self.history_ids, start)
 
     # ----- listing -------------------------------------------------------------
+    def list_keys(self, inversion_rate: float) -> list[int]:
+        """The index messages.list walks: `keys`, or with inversions keys whose date part is
+        moved by up to INVERSION_MS for a deterministic `inversion_rate` share of messages."""
+        if inversion_rate <= 0:
+            return self.keys
+        if self._list_index is None or self._list_index[0] != inversion_rate:
+            listed = sorted(self._listed_key(key, inversion_rate) for key in self.keys)
+            self._list_index = (inversion_rate, listed)
+        return self._list_index[1]
+
+    def _listed_key(self, key: int, rate: float) -> int:
+        num = key & NUM_MASK
+        h = (num * 0x9E3779B97F4A7C15 + self.seed * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        if (h >> 40) % 100_000 >= rate * 100_000:
+            return key
+        shift = (h & 0xFFFFFFFF) % (2 * INVERSION_MS + 1) - INVERSION_MS
+        return max(0, (key >> NUM_BITS) + shift) << NUM_BITS | num
+
     def iter_newest(self, before_key: int | None = None) -> Iterator[Msg]:
         """Messages newest first, starting strictly below `before_key` (a page token)."""
         keys = self.keys

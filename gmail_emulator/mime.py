@@ -100,6 +100,15 @@ def metadata_payload(raw: bytes, only: list[str] | None) -> dict[str, Any]:
             "headers": _headers(msg, wanted), "body": {"size": 0}}
 
 
+def metadata_of_tree(tree: dict[str, Any], only: list[str] | None) -> dict[str, Any]:
+    """metadata_payload's answer, taken from an already built format=full tree."""
+    wanted = {h.lower() for h in only} if only else None
+    headers = tree["headers"] if wanted is None else [
+        h for h in tree["headers"] if h["name"].lower() in wanted]
+    return {"partId": "", "mimeType": tree["mimeType"], "filename": "", "headers": headers,
+            "body": {"size": 0}}
+
+
 def find_part(raw: bytes, part_id: str) -> bytes | None:
     """Decoded bytes of the part at `part_id` (for attachments.get)."""
     part: Message = parse(raw)

@@ -47,6 +47,7 @@ class Grant:
     email: str
     scope: str
     revoked: bool = False
+    issued: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -217,7 +218,11 @@ class OAuthServer:
             rt = form.get("refresh_token", "")
             with self.tokens.lock:
                 grant = self.tokens.refresh.get(rt)
-            if grant is None or grant.revoked:
+            # Quirk: refresh tokens expire by age (7 days for apps in testing, Google's docs).
+            max_age = self.emu.config.refresh_token_max_age_s
+            expired = grant is not None and max_age is not None and \
+                time.time() - grant.issued > max_age
+            if grant is None or grant.revoked or expired:
                 return _oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
             access = self.tokens.issue_access(grant.email, rt, lifetime)
             return _json(200, {"access_token": access, "expires_in": int(lifetime),

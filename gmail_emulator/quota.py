@@ -123,7 +123,8 @@ class Quota:
         with self.lock:
             current = self.in_flight.get(user, 0)
             if current >= limit:
-                raise ApiError(429, "rateLimitExceeded", "Too many concurrent requests for user.")
+                # Google's wording, no full stop (google-api-dotnet-client#1982).
+                raise ApiError(429, "rateLimitExceeded", "Too many concurrent requests for user")
             self.in_flight[user] = current + 1
 
     def leave(self, user: str) -> None:

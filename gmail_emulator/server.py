@@ -7,6 +7,7 @@ written in a single send with TCP_NODELAY so keep-alive clients never wait on Na
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import batch, control_api
-from .errors import ApiError
+from .errors import ApiError, ConnectionDrop
 
 Response = tuple[int, dict[str, str], bytes]
 OAUTH_AUTHORIZE = {"o/oauth2/v2/auth", "o/oauth2/auth"}
@@ -90,11 +91,7 @@ def handle_batch(emu: Any, headers: dict[str, str], body: bytes) -> Response:
             part_headers["authorization"] = outer_auth
         method, part_body = _apply_override(part.method, params, part_headers, part.body)
         jobs.append((method, path, params, part_headers, part_body))
-    if len(jobs) == 1:
-        results = [emu.handle_gmail(*jobs[0])]
-    else:
-        futures = [emu.executor.submit(emu.handle_gmail, *job) for job in jobs]
-        results = [f.result() for f in futures]
+    results = emu.serve_calls(jobs)
     answers = [(part.content_id, status, hdrs, out)
                for part, (status, hdrs, out) in zip(parts, results, strict=True)]
     content_type, payload = batch.serialise(answers)
@@ -133,6 +130,9 @@ class Handler(BaseHTTPRequestHandler):
         try:
             status, out_headers, out = dispatch(self.server.emu, self.command, path, params,
                                                 headers, body, self.server.base_url)
+        except ConnectionDrop:
+            self._drop()
+            return
         except Exception as exc:
             status, out_headers = 500, {"Content-Type": "application/json"}
             out = json.dumps({"error": {"code": 500, "message": str(exc), "errors": [],
@@ -141,6 +141,15 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.emu.config.log_requests:
             ms = (time.perf_counter() - started) * 1000
             sys.stdout.write(f"{self.command} {self.path[:200]} {status} {ms:.1f}ms\n")
+            sys.stdout.flush()
+
+    def _drop(self) -> None:
+        """A scripted network failure: close the connection without a byte of answer."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+        if self.server.emu.config.log_requests:
+            sys.stdout.write(f"{self.command} {self.path[:200]} dropped\n")
             sys.stdout.flush()
 
     def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import ALICE
+from .conftest import ALICE, raw_batch
 
 
 def test_batch_answers_each_part(gmail, emu, run_batch):
@@ -72,38 +72,15 @@ def test_batch_parts_run_concurrently(gmail, emu, run_batch):
 
 def test_batch_content_ids_are_echoed(emu, base_url):
     token = emu.mailbox(ALICE).access_token
-    body = (
-        b"--XX\r\nContent-Type: application/http\r\nContent-ID: <abc + 1>\r\n\r\n"
-        b"GET /gmail/v1/users/me/profile?alt=json HTTP/1.1\r\n\r\n\r\n--XX--\r\n"
-    )
-    req = urllib.request.Request(
-        base_url + "batch",
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "multipart/mixed; boundary=XX",
-            "Authorization": f"Bearer {token}",
-        },
-    )
-    with urllib.request.urlopen(req) as resp:
-        text = resp.read().decode()
+    profile = "/gmail/v1/users/me/profile?alt=json"
+    text = raw_batch(base_url, [profile], token, path="batch", content_ids=["abc + 1"])
     assert "Content-ID: <response-abc + 1>" in text
     assert "HTTP/1.1 200 OK" in text
 
 
 def test_batch_part_without_auth_is_401(base_url):
-    body = (
-        b"--XX\r\nContent-Type: application/http\r\nContent-ID: <a + 1>\r\n\r\n"
-        b"GET /gmail/v1/users/me/profile HTTP/1.1\r\n\r\n\r\n--XX--\r\n"
-    )
-    req = urllib.request.Request(
-        base_url + "batch/gmail/v1",
-        data=body,
-        method="POST",
-        headers={"Content-Type": "multipart/mixed; boundary=XX"},
-    )
-    with urllib.request.urlopen(req) as resp:
-        assert "HTTP/1.1 401 Unauthorized" in resp.read().decode()
+    text = raw_batch(base_url, ["/gmail/v1/users/me/profile"])
+    assert "HTTP/1.1 401 Unauthorized" in text
 
 
 def test_batch_not_multipart_is_400(base_url):

@@ -7,7 +7,7 @@ import collections
 import mailbox
 import time
 
-from gmail_emulator import Emulator, EmulatorConfig
+from gmail_emulator import Emulator, EmulatorConfig, mime
 
 from .conftest import ALICE
 
@@ -110,3 +110,33 @@ def test_mbox_loading(tmp_path, base_url, emu):
     listed = gmail.users().messages().list(userId="me").execute()["messages"]
     got = gmail.users().messages().get(userId="me", id=listed[1]["id"]).execute()
     assert got["snippet"] == "Hello Bob"
+
+
+def test_full_and_metadata_match_a_parse_of_raw(emu, gmail, run_batch):
+    """Generated mail's format=full/metadata come from the renderer, not a MIME parse:
+    they must equal what the stdlib parser makes of the same message's raw bytes."""
+    mb = emu.mailbox(ALICE)
+    ids = [mb.msg_id(num) for num in mb.msgs]
+    messages = gmail.users().messages()
+    answers: dict[tuple[str, str], dict] = {}
+    for fmt in ("raw", "full", "metadata"):
+        for start in range(0, len(ids), 50):
+            chunk = ids[start : start + 50]
+            results = run_batch(
+                [
+                    messages.get(userId="me", id=i, format=fmt, metadataHeaders=["Subject", "To"])
+                    if fmt == "metadata"
+                    else messages.get(userId="me", id=i, format=fmt)
+                    for i in chunk
+                ]
+            )
+            for resp, exc in results.values():
+                assert exc is None
+                answers[(resp["id"], fmt)] = resp
+    for msg_id in ids:
+        raw = base64.urlsafe_b64decode(answers[(msg_id, "raw")]["raw"])
+        num = mb.num_of(msg_id)
+        assert answers[(msg_id, "full")]["payload"] == mime.payload(raw, num), msg_id
+        assert answers[(msg_id, "metadata")]["payload"] == mime.metadata_payload(
+            raw, ["Subject", "To"]
+        ), msg_id

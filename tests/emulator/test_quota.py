@@ -135,4 +135,25 @@ def test_stats(gmail, emu):
     assert stats["requests"] == 3
     assert stats["by_method"] == {"gmail.users.messages.list": 1, "gmail.users.messages.get": 2}
     assert stats["by_status"] == {"200": 3}
-    assert stats["fetches"] == {msg_id: 2}
+    assert stats["fetches"] == {msg_id: 1}  # minimal is no download: only raw counts
+
+
+def test_batch_parts_count_as_in_flight_together(gmail, emu, run_batch):
+    """Gmail fans a batch's parts out at once: 50 parts against a limit of 25 leave 25
+    refused, even with no latency (the parts are served one after the other)."""
+    ids = [
+        m["id"]
+        for m in gmail.users().messages().list(userId="me", maxResults=50).execute()["messages"]
+    ]
+    emu.config.concurrent_requests_per_user = 25
+    emu.reset_stats()
+    results = run_batch([gmail.users().messages().get(userId="me", id=i) for i in ids])
+    refused = [exc for _, exc in results.values() if exc is not None]
+    assert len(refused) == 25
+    assert {exc.status_code for exc in refused} == {429}
+    assert all("Too many concurrent requests for user" in exc.reason for exc in refused)
+    assert list(results)[25:] == [rid for rid, (_, exc) in results.items() if exc is not None]
+    assert sum(emu.stats()["fetches"].values()) == 25
+    # Nothing stays in flight: the next batch of 25 passes whole.
+    results = run_batch([gmail.users().messages().get(userId="me", id=i) for i in ids[:25]])
+    assert all(exc is None for _, exc in results.values())
