@@ -6,16 +6,35 @@ stage and enqueues the steps it returns.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django_q.tasks import async_task
 
 from . import sync
 
+log = logging.getLogger(__name__)
+
 
 def run_stage(stage: str, user_id: int, *args) -> None:
-    enqueue_steps(sync.run_step(sync.Step(stage, user_id, tuple(args))))
+    # A task queued before its user was deactivated or deleted ends quietly.
+    if not _still_synced(user_id):
+        log.info("user %s is deleted or inactive: %s skipped", user_id, stage)
+        return
+    try:
+        steps = sync.run_step(sync.Step(stage, user_id, tuple(args)))
+    except Exception:
+        if not _still_synced(user_id):  # deleted while the step ran
+            log.info("user %s was deleted during %s: stopped", user_id, stage)
+            return
+        raise
+    enqueue_steps(steps)
+
+
+def _still_synced(user_id: int) -> bool:
+    return get_user_model().objects.filter(pk=user_id, is_active=True).exists()
 
 
 def enqueue_steps(steps: Iterable[sync.Step]) -> None:
