@@ -118,8 +118,9 @@ def test_demo_refuses_bad_options_in_one_line(args, named):
     assert_one_line_naming(run(["manage.py", "demo", *args], DEBUG="true"), named)
 
 
-def test_wsgi_start_is_one_line_too():
-    script = ["-c", "import config.wsgi"]
+@pytest.mark.parametrize("module", ["config.wsgi", "config.asgi"])
+def test_wsgi_and_asgi_starts_are_one_line_too(module):
+    script = ["-c", f"import {module}"]
 
     assert_one_line_naming(run(script, DEBUG="maybe"), "DEBUG")
     assert run(script, **production_env()).returncode == 0
