@@ -4,6 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+# DEBUG defaults to off (production-safe); the demo, the tests and the benchmark are
+# development: DEBUG on, and keys nobody configured are generated into .dev-secrets/.
+DEV := DEBUG=true
+
 .PHONY: demo test lint venv bench clean
 
 $(STAMP): requirements.txt
@@ -18,13 +22,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(DEV) $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) manage.py demo $(DEMO_ARGS)
+	$(DEV) $(PY) manage.py demo $(DEMO_ARGS)
 
 bench: $(STAMP)
-	$(PY) bench/bench_sync.py $(BENCH_ARGS)
+	$(DEV) $(PY) bench/bench_sync.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) db.sqlite3* test_db.sqlite3* .pytest_cache .ruff_cache
+	rm -rf $(VENV) db.sqlite3* test_db.sqlite3* .dev-secrets .pytest_cache .ruff_cache

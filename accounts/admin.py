@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from allauth.socialaccount.models import SocialToken
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
@@ -17,9 +18,15 @@ from mailsync.admin import ConsoleMedia, progress_bar
 from mailsync.admin_scale import BoundedChangelist
 from mailsync.models import SyncProgress
 
-from .models import User
+from .models import CreatedVia, User
 
 RUN_TYPES = SyncProgress.SyncType
+
+# Tokens are never shown: allauth's SocialToken admin would list them in clear (and
+# the table stays empty anyway: tokens live encrypted in GoogleToken, which has no
+# admin).
+if admin.site.is_registered(SocialToken):
+    admin.site.unregister(SocialToken)
 
 
 class GoogleAccessFilter(admin.SimpleListFilter):
@@ -96,10 +103,12 @@ class UserAdmin(BoundedChangelist, BaseUserAdmin):
                     "last_full_sync_at",
                     "last_incremental_sync_at",
                     "gmail_auth_error",
+                    "created_via",
                 )
             },
         ),
     )
+    readonly_fields = ("created_via",)
 
     def get_queryset(self, request):
         # One query for the active runs of every user on the page, not one per row.
@@ -116,6 +125,11 @@ class UserAdmin(BoundedChangelist, BaseUserAdmin):
                 )
             )
         )
+
+    def save_model(self, request, obj, form, change):
+        if not change:  # "Add user": an operator vouches for this account
+            obj.created_via = CreatedVia.OPERATOR
+        super().save_model(request, obj, form, change)
 
     @admin.display(description="active runs")
     def active_runs(self, obj: User) -> str:

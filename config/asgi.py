@@ -1,8 +1,10 @@
-"""ASGI entry point."""
+"""ASGI entry point. A malformed setting stops the start with one line naming it."""
 
 import os
 
 from django.core.asgi import get_asgi_application
 
+from config.startup import explained_start
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-application = get_asgi_application()
+application = explained_start(get_asgi_application)

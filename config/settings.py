@@ -1,19 +1,25 @@
 """Settings for the Gmail mirror: one module, every knob from the environment.
 
 Every variable is listed with its default and meaning in `.env.example`. Defaults
-give the embedded set-up (SQLite, the Django-Q2 ORM broker, DEBUG on) so that
-`make demo` and `make test` need nothing installed; production sets DEBUG=False,
-SECRET_KEY, DATABASE_URL (PostgreSQL) and REDIS_URL.
+give the embedded set-up (SQLite, the Django-Q2 ORM broker) with DEBUG off, so a
+deploy that forgets DEBUG is safe; `make demo` and `make test` turn DEBUG on, and
+with DEBUG on the secrets nobody configured are generated once per checkout into
+.dev-secrets/ (git-ignored). Production sets SECRET_KEY, TOKEN_ENCRYPTION_KEYS,
+DATABASE_URL (PostgreSQL) and REDIS_URL. A malformed value raises
+ImproperlyConfigured naming the variable; manage.py and wsgi.py print it on one line.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -23,15 +29,31 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
+def _without_password(url: str) -> str:
+    """The URL as an error message may show it: any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
 def _url_setting(name: str, schemes: tuple[str, ...], default: str = "") -> str:
     """Read an URL variable and fail at start, naming it, when it is malformed."""
     value = env.str(name, default=default).strip()
     if value:
         parts = urlsplit(value)
+        shown = _without_password(value)
         if parts.scheme not in schemes or not (parts.netloc or parts.path):
             raise ImproperlyConfigured(
-                f"{name}={value!r} is not a valid URL (expected {' or '.join(schemes)})"
+                f"{name}={shown!r} is not a valid URL (expected {' or '.join(schemes)})"
             )
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or above 65535
+            port = 0
+        if port == 0:
+            raise ImproperlyConfigured(f"{name}={shown!r} has an invalid port (1-65535)")
     return value
 
 
@@ -55,33 +77,80 @@ def _int_setting(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
-def _number_setting(name: str, default: float, minimum: float = 0.0) -> float:
+def _float_setting(name: str, default: float, minimum: float = 0.0) -> float:
     raw = env.str(name, default=str(default)).strip()
     try:
         value = float(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
     if not value >= minimum:  # also refuses nan
-        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+        raise ImproperlyConfigured(f"{name}={raw} must be a number of at least {minimum:g}")
     return value
 
 
 def _required(name: str, value: str) -> str:
     if not value:
-        raise ImproperlyConfigured(f"{name} must be set (see .env.example)")
+        raise ImproperlyConfigured(
+            f"{name} must be set when DEBUG is off (see .env.example; DEBUG=true for development)"
+        )
     return value
 
 
+DEV_SECRETS_DIR = BASE_DIR / ".dev-secrets"
+
+
+def _development_secret(name: str, make: Callable[[], str]) -> str:
+    """A secret for a DEBUG run that configured none: generated once per checkout and
+    kept in .dev-secrets/ (git-ignored), so the web server, the workers and the tests
+    of one checkout agree on it, and no secret is a literal in the code."""
+    path = DEV_SECRETS_DIR / name
+    if not path.exists():
+        DEV_SECRETS_DIR.mkdir(mode=0o700, exist_ok=True)
+        draft = path.with_name(f".{name}.{os.getpid()}")
+        draft.write_text(make())
+        draft.chmod(0o600)
+        try:
+            os.link(draft, path)  # atomic and exclusive: the first process wins
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
+def _fernet_keys(name: str) -> list[str]:
+    """A comma-separated list of Fernet keys, newest first."""
+    keys = env.list(name, default=[])
+    for number, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: key {number} is not a Fernet key (32 url-safe base64-encoded bytes; "
+                "make one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())')"
+            ) from None
+    return keys
+
+
 # --- Core -------------------------------------------------------------------
-# DEBUG defaults to on so that a fresh clone runs without configuration (as
-# healthchecks does); production must say DEBUG=False, which makes SECRET_KEY
-# and the Google credentials required.
-DEBUG = _bool_setting("DEBUG", True)
-SECRET_KEY = env.str("SECRET_KEY", default="")
+# DEBUG defaults to off: a deploy that forgets it never runs with a known key or
+# the debug page. Development turns it on (make demo, make test, .env).
+DEBUG = _bool_setting("DEBUG", False)
+SECRET_KEY = env.str("SECRET_KEY", default="").strip()
 if not SECRET_KEY:
     if not DEBUG:
         _required("SECRET_KEY", SECRET_KEY)
-    SECRET_KEY = "insecure-development-key-never-use-in-production"  # noqa: S105 (DEBUG only)
+    SECRET_KEY = _development_secret("SECRET_KEY", lambda: secrets.token_urlsafe(50))
+# Fernet keys that encrypt the stored Google tokens, newest first: add a new key in
+# front, run `manage.py reencrypt_tokens`, then drop the old one.
+TOKEN_ENCRYPTION_KEYS = _fernet_keys("TOKEN_ENCRYPTION_KEYS")
+if not TOKEN_ENCRYPTION_KEYS:
+    if not DEBUG:
+        _required("TOKEN_ENCRYPTION_KEYS", "")
+    TOKEN_ENCRYPTION_KEYS = [
+        _development_secret("TOKEN_ENCRYPTION_KEY", lambda: Fernet.generate_key().decode())
+    ]
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -100,12 +169,14 @@ INSTALLED_APPS = [
     "allauth.socialaccount.providers.google",
     "django_q",
     "dalf",  # autocomplete list filters in the admin (no list of every user)
+    "csp",
     "accounts",
     "mailsync",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -243,6 +314,14 @@ GOOGLE_USERINFO_URL = (
     if GMAIL_EMULATOR_URL
     else "https://www.googleapis.com/oauth2/v2/userinfo"
 )
+GOOGLE_REVOKE_URL = (
+    f"{GMAIL_EMULATOR_URL}revoke" if GMAIL_EMULATOR_URL else "https://oauth2.googleapis.com/revoke"
+)
+GOOGLE_AUTHORIZE_URL = (
+    f"{GMAIL_EMULATOR_URL}o/oauth2/v2/auth"
+    if GMAIL_EMULATOR_URL
+    else "https://accounts.google.com/o/oauth2/v2/auth"
+)
 GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail.readonly"
 
 # --- Sign in with Google (django-allauth) ---------------------------------------
@@ -256,10 +335,18 @@ LOGIN_REDIRECT_URL = "/"
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*"]
 ACCOUNT_EMAIL_VERIFICATION = "none"
-SOCIALACCOUNT_STORE_TOKENS = True  # without it allauth keeps no token at all
-SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
-SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+# Users sign in with Google only: no local sign-up, no password or emailed-code
+# login on the site (staff sign in to /admin/ with a password). An email address
+# alone never signs anyone in or attaches a Google account to an account (see
+# accounts/adapter.py for the few accounts a Google sign-in may attach to).
+SOCIALACCOUNT_ONLY = True
+ACCOUNT_LOGIN_BY_CODE_ENABLED = False
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = False
 SOCIALACCOUNT_AUTO_SIGNUP = True
+# Tokens are kept encrypted in accounts.GoogleToken (captured at sign-in, see
+# accounts/signals.py), never in allauth's plain-text SocialToken.
+SOCIALACCOUNT_STORE_TOKENS = False
 SOCIALACCOUNT_ADAPTER = "accounts.adapter.SocialAccountAdapter"
 _google_provider: dict = {
     "APP": {"client_id": GOOGLE_CLIENT_ID, "secret": GOOGLE_CLIENT_SECRET},
@@ -271,7 +358,7 @@ _google_provider: dict = {
 if GMAIL_EMULATOR_URL:
     # Read by allauth when its Google views are imported: must be here, not later.
     _google_provider.update(
-        AUTHORIZE_URL=f"{GMAIL_EMULATOR_URL}o/oauth2/v2/auth",
+        AUTHORIZE_URL=GOOGLE_AUTHORIZE_URL,
         ACCESS_TOKEN_URL=GOOGLE_TOKEN_URL,
         IDENTITY_URL=GOOGLE_USERINFO_URL,
     )
@@ -280,14 +367,16 @@ SOCIALACCOUNT_PROVIDERS = {"google": _google_provider}
 # --- Sync engine ------------------------------------------------------------------
 MAILSYNC_BATCH_SIZE = _int_setting("MAILSYNC_BATCH_SIZE", 50, minimum=1)
 if MAILSYNC_BATCH_SIZE > 100:
-    raise ImproperlyConfigured("MAILSYNC_BATCH_SIZE must be at most 100 (Gmail's batch limit)")
+    raise ImproperlyConfigured(
+        f"MAILSYNC_BATCH_SIZE={MAILSYNC_BATCH_SIZE} must be at most 100 (Gmail's batch limit)"
+    )
 MAILSYNC_BATCHES_IN_FLIGHT = _int_setting("MAILSYNC_BATCHES_IN_FLIGHT", 4, minimum=1)
 MAILSYNC_MESSAGE_FORMAT = env.str("MAILSYNC_MESSAGE_FORMAT", default="full")
 if MAILSYNC_MESSAGE_FORMAT not in ("full", "raw", "metadata", "minimal"):
     raise ImproperlyConfigured(
         f"MAILSYNC_MESSAGE_FORMAT={MAILSYNC_MESSAGE_FORMAT!r} must be full, raw, metadata or minimal"
     )
-MAILSYNC_RETRY_BACKOFF_SECONDS = env.float("MAILSYNC_RETRY_BACKOFF_SECONDS", default=0.5)
+MAILSYNC_RETRY_BACKOFF_SECONDS = _float_setting("MAILSYNC_RETRY_BACKOFF_SECONDS", 0.5)
 MAILSYNC_INCLUDE_SPAM_TRASH = _bool_setting("MAILSYNC_INCLUDE_SPAM_TRASH", True)
 MAILSYNC_QUOTA_USER_PER_MINUTE = _int_setting("MAILSYNC_QUOTA_USER_PER_MINUTE", 15_000, 1)
 MAILSYNC_QUOTA_PROJECT_PER_MINUTE = _int_setting("MAILSYNC_QUOTA_PROJECT_PER_MINUTE", 1_200_000, 1)
@@ -298,11 +387,11 @@ MAILSYNC_STALLED_AFTER_SECONDS = _int_setting("MAILSYNC_STALLED_AFTER_SECONDS", 
 # A message that fails while Gmail serves others is tried again after this many seconds,
 # doubling each time; after MAILSYNC_UNAVAILABLE_AFTER_ATTEMPTS it is "unavailable" (the
 # run completes without it, says so, and the health check tries again).
-MAILSYNC_MESSAGE_RETRY_SECONDS = _number_setting("MAILSYNC_MESSAGE_RETRY_SECONDS", 15.0)
+MAILSYNC_MESSAGE_RETRY_SECONDS = _float_setting("MAILSYNC_MESSAGE_RETRY_SECONDS", 15.0)
 MAILSYNC_UNAVAILABLE_AFTER_ATTEMPTS = _int_setting("MAILSYNC_UNAVAILABLE_AFTER_ATTEMPTS", 4, 1)
 # When Gmail fails as a whole (5xx, network), runs wait this long, doubling each time
 # (at most 10 minutes), and stay active meanwhile with a "Retrying" note.
-MAILSYNC_OUTAGE_RETRY_SECONDS = _number_setting("MAILSYNC_OUTAGE_RETRY_SECONDS", 30.0)
+MAILSYNC_OUTAGE_RETRY_SECONDS = _float_setting("MAILSYNC_OUTAGE_RETRY_SECONDS", 30.0)
 MAILSYNC_KEEP_FINISHED_RUNS_DAYS = _int_setting("MAILSYNC_KEEP_FINISHED_RUNS_DAYS", 30, 1)
 
 # --- Static files, i18n, logging -----------------------------------------------------
@@ -372,6 +461,51 @@ METRICS_ALLOWED_NETWORKS = _networks_setting("METRICS_ALLOWED_NETWORKS")
 # dispatcher runs every minute, so a live cluster beats at least that often).
 HEALTH_HEARTBEAT_MAX_AGE_SECONDS = _int_setting("HEALTH_HEARTBEAT_MAX_AGE_SECONDS", 180, 10)
 
-if not DEBUG:
-    SESSION_COOKIE_SECURE = _bool_setting("SESSION_COOKIE_SECURE", True)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# The debug page hides passwords in every URL-valued setting (DATABASE_URL, REDIS_URL,
+# the cache and broker locations), not only in settings named like secrets.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.exception_filter.PasswordMaskingFilter"
+
+# --- HTTPS and security headers --------------------------------------------------------
+# With DEBUG off the defaults are the strict ones (`manage.py check --deploy` is clean);
+# each can be relaxed from the environment. With DEBUG on (runserver, plain HTTP) they
+# are off.
+_https = not DEBUG
+SECURE_SSL_REDIRECT = _bool_setting("SECURE_SSL_REDIRECT", _https)
+SESSION_COOKIE_SECURE = _bool_setting("SESSION_COOKIE_SECURE", _https)
+CSRF_COOKIE_SECURE = _bool_setting("CSRF_COOKIE_SECURE", _https)
+SECURE_HSTS_SECONDS = _int_setting("SECURE_HSTS_SECONDS", 31_536_000 if _https else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool_setting("SECURE_HSTS_INCLUDE_SUBDOMAINS", _https)
+SECURE_HSTS_PRELOAD = _bool_setting("SECURE_HSTS_PRELOAD", _https)
+# Behind a TLS-terminating proxy: the header it sets to "https" (X-Forwarded-Proto).
+# Only set it when the proxy always sets or overwrites that header.
+_proxy_header = env.str("SECURE_PROXY_SSL_HEADER", default="").strip()
+if _proxy_header:
+    if not _proxy_header.replace("-", "").replace("_", "").isalnum():
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER={_proxy_header!r} is not a header name "
+            "(e.g. X-Forwarded-Proto)"
+        )
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
+SECURE_REFERRER_POLICY = "same-origin"
+
+# Content-Security-Policy (django-csp) on every response. Our pages load their
+# scripts and styles from /static/ only; inline *styles* are allowed because the
+# admin and our progress bars use style attributes (scripts stay file-only).
+# Email HTML is sanitized (no style, no remote images) and shown in sandboxed
+# srcdoc frames, which inherit this policy. The sign-in form posts to us and we
+# redirect to Google's consent page, which form-action must allow.
+_google_accounts = "{0.scheme}://{0.netloc}".format(urlsplit(GOOGLE_AUTHORIZE_URL))
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "frame-src": ["'self'"],
+        "frame-ancestors": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'", _google_accounts],
+    }
+}

@@ -8,5 +8,6 @@ urlpatterns = [
     path("metrics", ops_views.metrics_view, name="metrics"),
     path("health/", ops_views.health_view, name="health"),
     path("accounts/", include("allauth.urls")),
+    path("", include("accounts.urls")),
     path("", include("mailsync.urls")),
 ]

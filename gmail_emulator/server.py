@@ -28,6 +28,7 @@ OAUTH_REVOKE = {"revoke", "o/oauth2/revoke"}
 USERINFO = {"v1/userinfo", "oauth2/v1/userinfo", "oauth2/v2/userinfo", "oauth2/v3/userinfo",
             "userinfo/v2/me"}
 BATCH = {"batch", "batch/gmail/v1"}
+OAUTH_PATHS = OAUTH_AUTHORIZE | OAUTH_TOKEN | OAUTH_REVOKE | USERINFO
 
 
 def _split_target(target: str) -> tuple[str, dict[str, list[str]]]:
@@ -55,6 +56,11 @@ def dispatch(emu: Any, method: str, path: str, params: dict[str, list[str]],
         return control_api.handle(emu, method, path[len("_emulator/v1/"):], params, body)
     if path in BATCH and method == "POST":
         return handle_batch(emu, headers, body)
+    if path in OAUTH_PATHS:
+        try:  # scripted faults apply to the OAuth endpoints too (a token endpoint 503)
+            emu.take_scripted_fault("/" + path)
+        except ApiError as exc:
+            return _error_response(exc)
     if path in OAUTH_AUTHORIZE and method == "GET":
         return _count(emu, "oauth2.authorize", emu.oauth.authorize(params, base_url))
     if path in OAUTH_TOKEN and method == "POST":
@@ -74,14 +80,18 @@ def _count(emu: Any, method_id: str, response: Response) -> Response:
     return response
 
 
+def _error_response(exc: ApiError) -> Response:
+    out = {"Content-Type": "application/json"}
+    out.update(exc.headers)
+    return exc.code, out, exc.body_bytes()
+
+
 def handle_batch(emu: Any, headers: dict[str, str], body: bytes) -> Response:
     try:
         emu.take_scripted_fault("/batch")
         parts = batch.parse(headers.get("content-type", ""), body)
     except ApiError as exc:
-        out = {"Content-Type": "application/json"}
-        out.update(exc.headers)
-        return exc.code, out, exc.body_bytes()
+        return _error_response(exc)
     outer_auth = headers.get("authorization")
     jobs = []
     for part in parts:

@@ -1,10 +1,14 @@
 """Google OAuth tokens of a user, refreshed safely by any number of workers.
 
-Tokens live in allauth's SocialToken (token = access token, token_secret = refresh
-token). Workers on several machines may find the access token expired at the same
-moment: the refresh happens under a row lock, and a worker that finds a newer token
-than the one it had uses it instead of refreshing again, so an older token can never
-overwrite a newer one.
+Tokens live encrypted in accounts.GoogleToken (captured at sign-in). Workers on
+several machines may find the access token expired at the same moment: the refresh
+happens under a row lock, and a worker that finds a newer token than the one it had
+uses it instead of refreshing again, so an older token can never overwrite a newer
+one.
+
+Only `invalid_grant` from Google's token endpoint means the grant is gone
+(RefreshRefused: the user must sign in); a 5xx, a network error or any other
+refusal is TokenEndpointUnavailable, which callers retry with backoff.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import logging
 import google.auth.credentials
 import google.auth.exceptions
 import google.oauth2.credentials
-from allauth.socialaccount.models import SocialToken
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+
+from accounts.models import GoogleToken
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +36,16 @@ class NoGoogleAccount(Exception):
 
 
 class RefreshRefused(Exception):
-    """Google refused the refresh token (revoked or expired): the user must sign in."""
+    """Google answered invalid_grant (revoked or expired): the user must sign in."""
+
+
+class TokenEndpointUnavailable(Exception):
+    """Google's token endpoint failed (5xx, network, an unexpected answer): the tokens
+    may be fine; retry later with backoff."""
 
 
 def _token_query(user_id: int):
-    return SocialToken.objects.filter(account__user_id=user_id, account__provider="google")
+    return GoogleToken.objects.filter(account__user_id=user_id, account__provider="google")
 
 
 def _naive_utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -45,13 +55,13 @@ def _naive_utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
-def _is_fresh(token: SocialToken) -> bool:
-    return bool(token.token) and (
+def _is_fresh(token: GoogleToken) -> bool:
+    return bool(token.access_token) and (
         token.expires_at is None or token.expires_at > timezone.now() + EXPIRY_MARGIN
     )
 
 
-def refresh_access_token(user_id: int, stale_token: str | None) -> SocialToken:
+def refresh_access_token(user_id: int, stale_token: str | None) -> GoogleToken:
     """Return a fresh token row, refreshing it at Google only if nobody else has.
 
     `stale_token` is the access token the caller found wanting; if the row already
@@ -61,13 +71,13 @@ def refresh_access_token(user_id: int, stale_token: str | None) -> SocialToken:
         token = _token_query(user_id).select_for_update().select_related("account").first()
         if token is None:
             raise NoGoogleAccount(f"user {user_id} has no Google tokens")
-        if token.token != stale_token and _is_fresh(token):
+        if token.access_token != stale_token and _is_fresh(token):
             return token
-        if not token.token_secret:
+        if not token.refresh_token:
             raise RefreshRefused("no refresh token is stored: sign in with Google again")
         google_creds = google.oauth2.credentials.Credentials(
             token=None,
-            refresh_token=token.token_secret,
+            refresh_token=token.refresh_token,
             token_uri=settings.GOOGLE_TOKEN_URL,
             client_id=settings.GOOGLE_CLIENT_ID,
             client_secret=settings.GOOGLE_CLIENT_SECRET,
@@ -77,20 +87,25 @@ def refresh_access_token(user_id: int, stale_token: str | None) -> SocialToken:
         except google.auth.exceptions.RefreshError as exc:
             if _is_invalid_grant(exc):
                 raise RefreshRefused(f"Google refused the refresh token: {exc}") from exc
-            raise
-        token.token = google_creds.token
+            raise TokenEndpointUnavailable(f"Google's token endpoint failed: {exc}") from exc
+        except google.auth.exceptions.TransportError as exc:
+            raise TokenEndpointUnavailable(f"cannot reach Google's token endpoint: {exc}") from exc
+        token.access_token = google_creds.token
         token.expires_at = (
             google_creds.expiry.replace(tzinfo=dt.UTC) if google_creds.expiry else None
         )
-        if google_creds.refresh_token and google_creds.refresh_token != token.token_secret:
-            token.token_secret = google_creds.refresh_token
-        token.save(update_fields=["token", "token_secret", "expires_at"])
+        if google_creds.refresh_token and google_creds.refresh_token != token.refresh_token:
+            token.refresh_token = google_creds.refresh_token
+        token.save(update_fields=["access_token", "refresh_token", "expires_at", "updated_at"])
         log.info("refreshed the Google access token of user %s", user_id)
         return token
 
 
 def _is_invalid_grant(exc: google.auth.exceptions.RefreshError) -> bool:
-    return "invalid_grant" in str(exc) or getattr(exc, "retryable", None) is False
+    """Google's answer (RFC 6749 5.2) says the grant is revoked or expired. google-auth
+    passes the parsed JSON body as the second argument."""
+    body = exc.args[1] if len(exc.args) > 1 else None
+    return isinstance(body, dict) and body.get("error") == "invalid_grant"
 
 
 def _transport_request():
@@ -110,7 +125,7 @@ class UserCredentials(google.auth.credentials.Credentials):
 
     def refresh(self, request) -> None:
         row = refresh_access_token(self.user_id, stale_token=self.token)
-        self.token = row.token
+        self.token = row.access_token
         self.expiry = _naive_utc(row.expires_at)
 
 
@@ -118,4 +133,4 @@ def credentials_for(user_id: int) -> UserCredentials:
     token = _token_query(user_id).first()
     if token is None:
         raise NoGoogleAccount(f"user {user_id} has no Google tokens")
-    return UserCredentials(user_id, token.token, token.expires_at)
+    return UserCredentials(user_id, token.access_token, token.expires_at)

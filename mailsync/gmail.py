@@ -27,7 +27,12 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
 
 from . import metrics, quota
-from .credentials import NoGoogleAccount, RefreshRefused, credentials_for
+from .credentials import (
+    NoGoogleAccount,
+    RefreshRefused,
+    TokenEndpointUnavailable,
+    credentials_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +353,14 @@ class GmailClient:
             "users.watch", lambda: self.service.users().watch(userId="me", body=body)
         )
 
+    def stop_watch(self) -> None:
+        """users.stop (50 units): no more push notifications for this mailbox. Best
+        effort: the caller is letting go of the mailbox, so a failure is only logged."""
+        try:
+            self._execute("users.stop", lambda: self.service.users().stop(userId="me"))
+        except GmailError as exc:
+            log.info("user %s: stopping the push watch failed (ignored): %s", self.user_id, exc)
+
     # -- batches: only the failed parts are sent again --
     def _batch(
         self, method: str, ids: list[str], make_request: Callable[[str], Any]
@@ -417,10 +430,15 @@ def _count_failure(method: str, error: GmailError, units: int) -> None:
 
 @contextmanager
 def _transport_errors_named() -> Iterator[None]:
-    """A refused token refresh means revoked access; a network failure is transient."""
+    """Only a refused grant (invalid_grant) or tokens gone (disconnected) mean revoked
+    access; a token endpoint that fails and a network failure are transient."""
     try:
         yield
-    except (google.auth.exceptions.RefreshError, RefreshRefused) as exc:
+    except (RefreshRefused, NoGoogleAccount) as exc:
+        raise AccessRevoked(f"Google refused access: {exc}") from exc
+    except (TokenEndpointUnavailable, google.auth.exceptions.TransportError) as exc:
+        raise TransientError(f"Google's token endpoint failed: {exc}") from exc
+    except google.auth.exceptions.RefreshError as exc:
         raise AccessRevoked(f"Google refused access: {exc}") from exc
     except (TimeoutError, httplib2.HttpLib2Error, OSError) as exc:
         raise TransientError(f"network error talking to Gmail: {exc!r}") from exc

@@ -12,11 +12,12 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from allauth.socialaccount.models import SocialToken
 from django.conf import settings
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
+
+from accounts.models import GoogleToken
 
 from . import counters
 from .models import Label, SyncProgress
@@ -214,7 +215,7 @@ def needs_reauth(user) -> bool:
     """Whether nothing can sync until the user signs in with Google again."""
     if user.gmail_auth_error:
         return True
-    return not SocialToken.objects.filter(account__user=user, account__provider="google").exists()
+    return not GoogleToken.objects.filter(account__user=user, account__provider="google").exists()
 
 
 def mailbox_status(user) -> dict[str, Any]:

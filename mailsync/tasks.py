@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from django import db
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import InterfaceError, OperationalError
 from django_q.tasks import async_task
 
@@ -26,17 +27,32 @@ DATABASE_ATTEMPTS = 4
 
 
 def run_stage(stage: str, user_id: int, *args) -> None:
+    # A task queued before its user was deactivated or deleted ends quietly.
+    if not _still_synced(user_id):
+        log.info("user %s is deleted or inactive: %s skipped", user_id, stage)
+        return
     step = sync.Step(stage, user_id, tuple(args))
     for attempt in range(DATABASE_ATTEMPTS):
         try:
-            enqueue_steps(sync.run_step(step))
-            return
+            steps = sync.run_step(step)
         except (OperationalError, InterfaceError):
             if attempt + 1 == DATABASE_ATTEMPTS:
                 raise
             log.warning("%s: the database connection failed; retrying", step, exc_info=True)
             db.connections.close_all()
             time.sleep(2**attempt)
+            continue
+        except Exception:
+            if not _still_synced(user_id):  # deleted while the step ran
+                log.info("user %s was deleted during %s: stopped", user_id, stage)
+                return
+            raise
+        enqueue_steps(steps)
+        return
+
+
+def _still_synced(user_id: int) -> bool:
+    return get_user_model().objects.filter(pk=user_id, is_active=True).exists()
 
 
 def enqueue_steps(steps: Iterable[sync.Step]) -> None:

@@ -30,6 +30,7 @@ def gmail_settings(settings, emulator):
     settings.GOOGLE_API_ROOT = emulator.base_url
     settings.GOOGLE_TOKEN_URL = emulator.base_url + "token"
     settings.GOOGLE_USERINFO_URL = emulator.base_url + "oauth2/v2/userinfo"
+    settings.GOOGLE_REVOKE_URL = emulator.base_url + "revoke"
     settings.GOOGLE_CLIENT_ID = emulator.client_id
     settings.GOOGLE_CLIENT_SECRET = emulator.client_secret
     settings.MAILSYNC_QUOTA_USER_PER_MINUTE = emulator.config.quota_user_per_minute

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .. import counters, gmail
+from .. import counters, gmail, signals
 from ..models import EmailMessage, MessageLabel, SyncProgress
 from .batches import fill_batch_slots
 from .completion import complete_incremental_if_done
@@ -107,7 +107,11 @@ def apply_history_page(user_id: int, records: list[dict]) -> dict[str, int]:
     with transaction.atomic():
         counters.lock(user_id)
         lost = counters.states_of(user_id, Q(gmail_id__in=deleted))
-        EmailMessage.objects.filter(user_id=user_id, gmail_id__in=deleted).delete()
+        gone = EmailMessage.objects.filter(user_id=user_id, gmail_id__in=deleted)
+        signals.deleted(
+            user_id, gone.filter(internal_date__isnull=False).values_list("gmail_id", flat=True)
+        )
+        gone.delete()
         touched = {mid: v for mid, v in added.items() if mid not in deleted}
         existing = dict(
             EmailMessage.objects.filter(user_id=user_id, gmail_id__in=touched).values_list(
@@ -128,16 +132,19 @@ def apply_history_page(user_id: int, records: list[dict]) -> dict[str, int]:
         )
         fetched = [mid for mid, date in existing.items() if date is not None and mid in label_ops]
         relabelled = _apply_label_ops(user_id, {mid: label_ops[mid] for mid in fetched})
+        signals.changed(user_id, relabelled)
     return {
         "added": sum(1 for m in new if m.gmail_id in added and m.gmail_id not in label_ops),
         "deleted": lost.messages,
-        "relabelled": relabelled,
+        "relabelled": len(relabelled),
     }
 
 
-def _apply_label_ops(user_id: int, ops: dict[str, list[tuple[str, tuple[str, ...]]]]) -> int:
+def _apply_label_ops(user_id: int, ops: dict[str, list[tuple[str, tuple[str, ...]]]]) -> set[str]:
+    """Apply label additions and removals in record order; returns the Gmail ids of
+    the messages whose labels changed."""
     if not ops:
-        return 0
+        return set()
     pks = dict(
         EmailMessage.objects.filter(user_id=user_id, gmail_id__in=ops).values_list("gmail_id", "pk")
     )
@@ -153,7 +160,8 @@ def _apply_label_ops(user_id: int, ops: dict[str, list[tuple[str, tuple[str, ...
             labels = labels | set(label_ids) if op == "add" else labels - set(label_ids)
         if labels != current[pks[gmail_id]]:
             changed[pks[gmail_id]] = labels
-    if changed:
-        label_pks = label_pks_for(user_id, set().union(*changed.values()))
-        set_labels(changed, label_pks)
-    return len(changed)
+    if not changed:
+        return set()
+    label_pks = label_pks_for(user_id, set().union(*changed.values()))
+    relabelled = set_labels(changed, label_pks)
+    return {gmail_id for gmail_id, pk in pks.items() if pk in relabelled}

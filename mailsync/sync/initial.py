@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .. import counters, gmail
+from .. import counters, gmail, signals
 from ..models import EmailMessage, SyncProgress
 from .batches import fill_batch_slots
 from .completion import complete_initial_sync_if_done, refresh_counts
@@ -133,9 +133,12 @@ def verify_unlisted(user_id: int, run_id: int) -> list[Step]:
         raise failure  # Gmail fails as a whole: the runner waits and tries again
     with transaction.atomic():
         counters.lock(user_id)
-        gone = [pks[g] for g in result.gone]
-        lost = counters.states_of(user_id, Q(pk__in=gone))
-        EmailMessage.objects.filter(pk__in=gone).delete()
+        gone = EmailMessage.objects.filter(pk__in=[pks[g] for g in result.gone])
+        lost = counters.states_of(user_id, Q(pk__in=[pks[g] for g in result.gone]))
+        signals.deleted(
+            user_id, gone.filter(internal_date__isnull=False).values_list("gmail_id", flat=True)
+        )
+        gone.delete()
         counters.add(
             user_id, messages=-lost.messages, fetched=-lost.fetched, unavailable=-lost.unavailable
         )
@@ -159,7 +162,10 @@ def _refresh_labels(user_id: int, pks: dict[str, int], found: dict[str, dict]) -
         pks[g]: list(data.get("labelIds") or []) for g, data in found.items() if pks[g] in fetched
     }
     if labels:
-        set_labels(labels, label_pks_for(user_id, {lid for ids in labels.values() for lid in ids}))
+        relabelled = set_labels(
+            labels, label_pks_for(user_id, {lid for ids in labels.values() for lid in ids})
+        )
+        signals.changed(user_id, (g for g in found if pks[g] in relabelled))
 
 
 def after_listing(user_id: int, run: SyncProgress) -> list[Step]:

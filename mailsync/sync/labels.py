@@ -140,14 +140,27 @@ def label_pks_for(user_id: int, gmail_ids: set[str]) -> dict[str, int]:
     return known
 
 
-def set_labels(message_labels: dict[int, Iterable[str]], label_pks: dict[str, int]) -> None:
-    MessageLabel.objects.filter(message_id__in=message_labels).delete()
-    MessageLabel.objects.bulk_create(
-        [
-            MessageLabel(message_id=message_pk, label_id=label_pks[gid])
-            for message_pk, gids in message_labels.items()
-            for gid in set(gids)
-            if gid in label_pks
-        ],
-        ignore_conflicts=True,
-    )
+def set_labels(message_labels: dict[int, Iterable[str]], label_pks: dict[str, int]) -> set[int]:
+    """Give each message exactly these labels (Gmail ids); returns the messages whose
+    labels changed. Messages whose links are already right are not touched."""
+    wanted = {
+        message_pk: {label_pks[gid] for gid in gids if gid in label_pks}
+        for message_pk, gids in message_labels.items()
+    }
+    current: dict[int, set[int]] = {message_pk: set() for message_pk in wanted}
+    for message_pk, label_pk in MessageLabel.objects.filter(message_id__in=wanted).values_list(
+        "message_id", "label_id"
+    ):
+        current[message_pk].add(label_pk)
+    changed = {pk for pk, labels in wanted.items() if labels != current[pk]}
+    if changed:
+        MessageLabel.objects.filter(message_id__in=changed).delete()
+        MessageLabel.objects.bulk_create(
+            [
+                MessageLabel(message_id=message_pk, label_id=label_pk)
+                for message_pk in changed
+                for label_pk in wanted[message_pk]
+            ],
+            ignore_conflicts=True,
+        )
+    return changed

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .. import counters, gmail
+from .. import counters, gmail, signals
 from ..log_format import event
 from ..models import EmailMessage, Label, MessageLabel, SyncProgress
 from .batches import fill_batch_slots
@@ -100,9 +100,11 @@ def rescan_label_page(
             ignore_conflicts=True,
         )
         # Fetched messages that lacked the label locally were relabelled.
-        missing_links = EmailMessage.objects.filter(
-            pk__in=set(message_pks) - linked, internal_date__isnull=False
-        ).count()
+        relabelled = set(
+            EmailMessage.objects.filter(
+                pk__in=set(message_pks) - linked, internal_date__isnull=False
+            ).values_list("gmail_id", flat=True)
+        )
         MessageLabel.objects.filter(label=label, message_id__in=message_pks).update(
             seen_by_run=run_id
         )
@@ -110,10 +112,11 @@ def rescan_label_page(
             stale = MessageLabel.objects.filter(
                 label=label, linked_at__lt=dt.datetime.fromisoformat(scan_started)
             ).exclude(seen_by_run=run_id)
-            missing_links += stale.count()
+            relabelled.update(stale.values_list("message__gmail_id", flat=True))
             stale.delete()
+        signals.changed(user_id, relabelled)
         SyncProgress.objects.filter(pk=run_id).update(
-            num_relabelled=F("num_relabelled") + missing_links, updated_at=timezone.now()
+            num_relabelled=F("num_relabelled") + len(relabelled), updated_at=timezone.now()
         )
     if page.next_page_token:
         return [

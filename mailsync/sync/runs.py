@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from .. import gmail, metrics
+from .. import gmail, metrics, signals
 from ..log_format import event
 from ..models import BatchSlot, EmailMessage, SyncProgress
 from .steps import Step, enqueue
@@ -241,6 +241,7 @@ def report_end(
     text = f"{sync_type} sync {status}" + (f": {message}" if message else "")
     level = logging.INFO if status == Status.COMPLETED else logging.WARNING
     event(f"run.{status}", user_id, text, run_id, level=level, sync_type=sync_type, **fields)
+    signals.run_ended(user_id, run_id, sync_type, status, message)
 
 
 def observe_sync_lag(user_id: int, now) -> None:

@@ -155,7 +155,7 @@ metrics.sync_lag(250)
 
 def test_files_of_dead_processes_are_merged_and_nothing_is_lost(tmp_path, settings):
     settings.PROMETHEUS_MULTIPROC_DIR = str(tmp_path)
-    env = {"PATH": "/usr/bin:/bin", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "DEBUG": "true"}
     env["DJANGO_SETTINGS_MODULE"] = "config.settings"
     for _ in range(3):  # three workers that record and exit
         subprocess.run(
@@ -190,6 +190,7 @@ def test_a_workers_only_machine_serves_its_metrics(tmp_path):
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
         "DEBUG": "false",
         "SECRET_KEY": "test-only",
+        "TOKEN_ENCRYPTION_KEYS": "Zk3rr5bqvYF2xSkhVYvUS3d7GyQj1n7d2wIbJgS0bV8=",
         "GOOGLE_CLIENT_ID": "x",
         "GOOGLE_CLIENT_SECRET": "y",
         "METRICS_TOKEN": "worker-token",

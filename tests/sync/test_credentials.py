@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from allauth.socialaccount.models import SocialAccount, SocialToken
+from allauth.socialaccount.models import SocialAccount
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from accounts.models import GoogleToken
 from mailsync.credentials import refresh_access_token
 
 pytestmark = pytest.mark.django_db
@@ -21,9 +22,9 @@ def test_connect_gmail_stores_what_a_sign_in_stores(gmail_settings, emulator, ca
     account = SocialAccount.objects.get(user__email="carol@example.com")
     assert account.provider == "google"
     assert account.extra_data["email"] == "carol@example.com"
-    token = SocialToken.objects.get(account=account)
-    assert token.token_secret == mailbox.refresh_token
-    assert token.token
+    token = GoogleToken.objects.get(account=account)
+    assert token.refresh_token == mailbox.refresh_token
+    assert token.access_token
     assert token.expires_at
     # Again with a new token: the same user, updated.
     call_command("connect_gmail", "carol@example.com", "--refresh-token", mailbox.refresh_token)
@@ -40,8 +41,8 @@ def test_connect_gmail_refuses_a_bad_refresh_token(gmail_settings, emulator):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_refreshes_call_google_once(connected_mailbox, emulator):
     user, _ = connected_mailbox(count=1)
-    stale = SocialToken.objects.get(account__user=user).token
-    SocialToken.objects.filter(account__user=user).update(expires_at=None, token=stale)
+    stale = GoogleToken.objects.get(account__user=user).access_token
+    GoogleToken.objects.filter(account__user=user).update(expires_at=None, access_token=stale)
     emulator.reset_stats()
     barrier = threading.Barrier(4)
     results, errors = [], []
@@ -49,7 +50,7 @@ def test_concurrent_refreshes_call_google_once(connected_mailbox, emulator):
     def refresh() -> None:
         try:
             barrier.wait()
-            results.append(refresh_access_token(user.pk, stale_token=stale).token)
+            results.append(refresh_access_token(user.pk, stale_token=stale).access_token)
         except Exception as exc:
             errors.append(exc)
         finally:
@@ -64,4 +65,4 @@ def test_concurrent_refreshes_call_google_once(connected_mailbox, emulator):
     assert len(set(results)) == 1  # everyone uses the one new token
     assert results[0] != stale
     assert emulator.stats()["by_method"].get("oauth2.token", 0) == 1
-    assert SocialToken.objects.get(account__user=user).token == results[0]
+    assert GoogleToken.objects.get(account__user=user).access_token == results[0]

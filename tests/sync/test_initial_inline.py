@@ -118,14 +118,14 @@ def test_revoked_access_fails_the_run_visibly(connected_mailbox, emulator):
 
 
 def test_expired_access_token_is_refreshed_and_stored(connected_mailbox, emulator):
-    from allauth.socialaccount.models import SocialToken
+    from accounts.models import GoogleToken
 
     user, _mailbox = connected_mailbox(count=30)
-    SocialToken.objects.filter(account__user=user).update(token="expired-or-unknown")
+    GoogleToken.objects.filter(account__user=user).update(access_token="expired-or-unknown")
     run = run_full(user)
     assert run.status == "completed", run.error_message
-    token = SocialToken.objects.get(account__user=user)
-    assert token.token != "expired-or-unknown"
+    token = GoogleToken.objects.get(account__user=user)
+    assert token.access_token != "expired-or-unknown"
     assert token.expires_at is not None
 
 

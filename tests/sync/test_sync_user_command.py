@@ -45,9 +45,9 @@ def test_a_failed_run_is_an_error_with_its_message(connected_mailbox, emulator):
     user, mailbox = connected_mailbox(count=5)
     emulator.revoke_refresh_token(mailbox.refresh_token)
     emulator.config.token_lifetime_s = 0
-    from allauth.socialaccount.models import SocialToken
+    from accounts.models import GoogleToken
 
-    SocialToken.objects.filter(account__user=user).update(token="revoked-too")
+    GoogleToken.objects.filter(account__user=user).update(access_token="revoked-too")
     with pytest.raises(CommandError, match="sign in with Google again"):
         call_command("sync_user", user.email, "--full", "--inline")
 
@@ -88,9 +88,9 @@ def test_wait_follows_the_run_to_the_end(connected_mailbox, emulator, clusters):
 def test_wait_exits_1_when_the_run_fails(connected_mailbox, emulator, clusters):
     user, mailbox = connected_mailbox(count=50)
     emulator.revoke_refresh_token(mailbox.refresh_token)
-    from allauth.socialaccount.models import SocialToken
+    from accounts.models import GoogleToken
 
-    SocialToken.objects.filter(account__user=user).update(token="revoked-too")
+    GoogleToken.objects.filter(account__user=user).update(access_token="revoked-too")
     env = cluster_env(emulator)
     clusters.start(env)
     result = sync_user_process(env, user.email, "--full", "--wait")

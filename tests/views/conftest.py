@@ -5,11 +5,14 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from allauth.socialaccount.models import SocialAccount, SocialToken
+from allauth.socialaccount.models import SocialAccount
 from django.db import transaction
 
+from accounts.models import CreatedVia, GoogleToken
 from mailsync import counters
 from mailsync.models import EmailMessage, Label, SyncProgress
+
+from .google_sign_in import google_at_emulator  # noqa: F401 (a fixture)
 
 _ids = itertools.count(1)
 
@@ -19,9 +22,10 @@ def google_user(user_factory):
     """A user who signed in with Google and whose tokens are stored."""
 
     def make(email: str | None = None, **fields):
+        fields.setdefault("created_via", CreatedVia.GOOGLE)
         user = user_factory(email=email, **fields)
         account = SocialAccount.objects.create(user=user, provider="google", uid=f"g{user.pk}")
-        SocialToken.objects.create(account=account, token="access", token_secret="refresh")
+        GoogleToken.objects.create(account=account, access_token="access", refresh_token="refresh")
         return user
 
     return make

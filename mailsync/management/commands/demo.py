@@ -220,8 +220,23 @@ class Command(BaseCommand):
             help="where the children's logs go (a new temporary directory)",
         )
 
+    @staticmethod
+    def _refuse_bad_options(options) -> None:
+        """One clear line for a value the demo cannot use (not a traceback later)."""
+        if not 1 <= options["port"] <= 65535:
+            raise CommandError(f"--port {options['port']} is not a port (1-65535)")
+        if not 0 <= options["emulator_port"] <= 65535:
+            raise CommandError(
+                f"--emulator-port {options['emulator_port']} is not a port (0-65535)"
+            )
+        if options["messages"] < 0:
+            raise CommandError(f"--messages {options['messages']} must be 0 or more")
+        if options["activity_per_minute"] < 0 or options["latency_ms"] < 0:
+            raise CommandError("--activity-per-minute and --latency-ms must be 0 or more")
+
     # --- Orchestration ---------------------------------------------------------------
     def handle(self, *args, **options):
+        self._refuse_bad_options(options)
         self.verbose = options["verbosity"] >= 2
         self.children: list[Child] = []
         self.stop_requested = threading.Event()
@@ -400,7 +415,7 @@ class Command(BaseCommand):
         try:
             user = User.objects.filter(username=ADMIN_USERNAME).first()
             if user is None:
-                user = User(username=ADMIN_USERNAME, email=ADMIN_EMAIL)
+                user = User(username=ADMIN_USERNAME, email=ADMIN_EMAIL, created_via="operator")
             user.is_staff = user.is_superuser = user.is_active = True
             user.set_password(password)
             user.save()

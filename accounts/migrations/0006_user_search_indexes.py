@@ -34,7 +34,7 @@ class Migration(migrations.Migration):
     atomic = False  # CREATE INDEX CONCURRENTLY cannot run in a transaction
 
     dependencies = [
-        ("accounts", "0002_user_needs_sign_in_index"),
+        ("accounts", "0005_user_needs_sign_in_index"),
     ]
 
     operations = [migrations.RunPython(create, drop, elidable=False)]
