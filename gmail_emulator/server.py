@@ -60,7 +60,10 @@ def dispatch(emu: Any, method: str, path: str, params: dict[str, list[str]],
         try:  # scripted faults apply to the OAuth endpoints too (a token endpoint 503)
             emu.take_scripted_fault("/" + path)
         except ApiError as exc:
-            return _error_response(exc)
+            return _count(emu, _oauth_method(path), _error_response(exc))
+        except ConnectionDrop:
+            emu._count(_oauth_method(path), 0)
+            raise
     if path in OAUTH_AUTHORIZE and method == "GET":
         return _count(emu, "oauth2.authorize", emu.oauth.authorize(params, base_url))
     if path in OAUTH_TOKEN and method == "POST":
@@ -73,6 +76,18 @@ def dispatch(emu: Any, method: str, path: str, params: dict[str, list[str]],
         return emu.handle_gmail(method, path, params, headers, body)
     err = ApiError(404, "notFound", f"Not Found: /{path}")
     return 404, {"Content-Type": "application/json"}, err.body_bytes()
+
+
+def _oauth_method(path: str) -> str:
+    for paths, method_id in (
+        (OAUTH_AUTHORIZE, "oauth2.authorize"),
+        (OAUTH_TOKEN, "oauth2.token"),
+        (USERINFO, "oauth2.userinfo"),
+        (OAUTH_REVOKE, "oauth2.revoke"),
+    ):
+        if path in paths:
+            return method_id
+    return "oauth2"
 
 
 def _count(emu: Any, method_id: str, response: Response) -> Response:
