@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from .fields import TsVectorField
+
 
 class Label(models.Model):
     """A Gmail label with all its metadata, as labels.get returns it."""
@@ -79,6 +81,9 @@ class EmailMessage(models.Model):
     body_html = models.TextField(blank=True, default="")
     attachments = models.JSONField(default=list, blank=True)
     parse_error = models.TextField(blank=True, default="")
+    # Subject, sender, recipients and the start of the text, weighted (mailsync/search.py);
+    # filled when the message is stored. NULL on SQLite, and until filled.
+    search_vector = TsVectorField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -93,8 +98,14 @@ class EmailMessage(models.Model):
                 condition=Q(internal_date__isnull=True),
                 name="message_unfetched_idx",
             ),
-            models.Index(fields=["user", "thread_id"], name="message_thread_idx"),
-            models.Index(fields=["user", "-internal_date"], name="message_date_idx"),
+            # The mailbox pages: a thread in date order, and every list newest first
+            # with keyset pagination on (internal_date, id).
+            models.Index(
+                fields=["user", "thread_id", "internal_date", "id"], name="message_thread_date_idx"
+            ),
+            models.Index(fields=["user", "-internal_date", "-id"], name="message_date_id_idx"),
+            # The GIN index on (user, search_vector) exists on PostgreSQL only: a
+            # migration creates it (mailsync/migrations/*_search_index.py).
         ]
 
     def __str__(self) -> str:
@@ -118,7 +129,11 @@ class MessageLabel(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["message", "label"], name="message_label_unique"),
         ]
-        indexes = [models.Index(fields=["label", "seen_by_run"], name="message_label_scan_idx")]
+        indexes = [
+            models.Index(fields=["label", "seen_by_run"], name="message_label_scan_idx"),
+            # A small label's messages, for its page in the mailbox (mailsync/mailbox.py).
+            models.Index(fields=["label", "message"], name="message_label_label_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.message_id} has {self.label_id}"
@@ -158,6 +173,10 @@ class SyncProgress(models.Model):
     num_added = models.PositiveIntegerField(default=0)
     num_deleted = models.PositiveIntegerField(default=0)
     num_relabelled = models.PositiveIntegerField(default=0)
+    # Messages this run downloaded from Gmail (not those already mirrored): its rate.
+    num_fetched = models.PositiveIntegerField(default=0)
+    # A full sync of a mailbox that had been mirrored completely before.
+    resync = models.BooleanField(default=False)
     # Incremental runs whose history had expired re-list the mailbox, then rescan
     # each label's membership.
     fell_back_to_full = models.BooleanField(default=False)

@@ -14,6 +14,7 @@ from django.utils import timezone
 from .. import gmail
 from ..models import BatchSlot, EmailMessage, SyncProgress
 from ..parsing import ParsedMessage, parse_message
+from ..search import fill_search_vectors
 from .completion import complete_incremental_if_done, complete_initial_sync_if_done, refresh_counts
 from .labels import label_pks_for, set_labels
 from .pending import claimable_messages, lease_seconds, messages_to_fetch
@@ -145,6 +146,7 @@ def store_messages(user_id: int, pks: dict[str, int], result: gmail.BatchResult)
             if p.gmail_id in pks:
                 EmailMessage.objects.filter(pk=pks[p.gmail_id]).update(**_fetched_fields(p))
         set_labels({pks[p.gmail_id]: p.label_ids for p in parsed if p.gmail_id in pks}, label_pks)
+        fill_search_vectors(pks[p.gmail_id] for p in parsed if p.gmail_id in pks)
         if result.gone:
             EmailMessage.objects.filter(pk__in=[pks[g] for g in result.gone if g in pks]).delete()
         for message_id, error in failed.items():
