@@ -104,7 +104,7 @@ def fetch_batch(user_id: int, slot: int) -> list[Step]:
             _release_slot(user_id, slot)  # this chain ends; fill_batch_slots restarts one
         raise
     store_messages(user_id, pks, result)
-    _record_batch_progress(user_id)
+    _record_batch_progress(user_id, fetched=len(result.found))
     _complete_finished_runs(user_id)
     return [Step("fetch_batch", user_id, (slot,))]
 
@@ -182,14 +182,17 @@ def _fetched_fields(p: ParsedMessage) -> dict:
     }
 
 
-def _record_batch_progress(user_id: int) -> None:
-    """Every batch moves the user's runs on (the watchdog reads `updated_at`); the
-    initial run also counts fetched / total."""
+def _record_batch_progress(user_id: int, fetched: int) -> None:
+    """Every batch moves the user's runs on (the watchdog reads `updated_at`) and adds
+    the messages it downloaded to `num_fetched` (their rate); the initial run also
+    counts fetched / total."""
     now = timezone.now()
     runs = SyncProgress.objects.filter(user_id=user_id, status=Status.IN_PROGRESS)
     runs.filter(error_message__startswith="Paused").update(error_message="")
     runs.exclude(sync_type=SyncType.INITIAL).update(
-        batches_completed=F("batches_completed") + 1, updated_at=now
+        batches_completed=F("batches_completed") + 1,
+        num_fetched=F("num_fetched") + fetched,
+        updated_at=now,
     )
     for run in runs.filter(sync_type=SyncType.INITIAL):
         refresh_counts(run)
@@ -197,5 +200,6 @@ def _record_batch_progress(user_id: int) -> None:
             num_total=run.num_total,
             num_processed=run.num_processed,
             batches_completed=F("batches_completed") + 1,
+            num_fetched=F("num_fetched") + fetched,
             updated_at=now,
         )

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mailsync import sync
 from mailsync.models import SyncProgress
+from mailsync.status import mailbox_status, run_summary, run_title
 
 POLL_S = 1.0
 
@@ -41,7 +42,11 @@ class Command(BaseCommand):
             run = sync.start_incremental_sync(target)
         else:
             run = sync.start_sync(target)
-        self.stdout.write(f"Sync run {run.pk} ({run.sync_type}) for {target}: {run.status}")
+        summary = run_summary(run)
+        self.stdout.write(
+            f"{summary['title']} (run {run.pk}, {run.sync_type}) for {target}: "
+            f"{summary['status_words']}"
+        )
         if inline:
             sync.run_inline(sync.resume_steps(run))
             run.refresh_from_db()
@@ -62,42 +67,66 @@ class Command(BaseCommand):
         return found
 
     def _follow(self, run: SyncProgress) -> SyncProgress:
-        from mailsync.status import run_rate_and_eta
-
         interactive = sys.stdout.isatty()
         while True:
-            run.refresh_from_db()
-            rate, eta = run_rate_and_eta(run)
-            line = _progress_line(run, rate, eta)
+            line, active = progress_line(run)
             self.stdout.write(
                 ("\r" + line) if interactive else line, ending="" if interactive else "\n"
             )
             self.stdout.flush()
-            if not run.is_active:
+            if not active:
                 if interactive:
                     self.stdout.write("")
+                run.refresh_from_db()
                 return run
             time.sleep(POLL_S)
 
     def _report(self, run: SyncProgress) -> None:
+        title = run_title(run)
         if run.status == SyncProgress.Status.COMPLETED:
             self.stdout.write(
-                self.style.SUCCESS(f"Run {run.pk} completed: {run.num_processed} messages.")
+                self.style.SUCCESS(
+                    f"Run {run.pk} ({title}) completed: {run.num_processed} messages, "
+                    f"{run.num_fetched} downloaded from Gmail."
+                )
             )
             return
         if run.status == SyncProgress.Status.FAILED:
-            raise CommandError(f"Run {run.pk} failed: {run.error_message}")
-        self.stdout.write(f"Run {run.pk} is {run.status}.")
+            raise CommandError(f"Run {run.pk} ({title}) failed: {run.error_message}")
+        self.stdout.write(f"Run {run.pk} ({title}) is {run_summary(run)['status_words']}.")
 
 
-def _progress_line(run: SyncProgress, rate: float | None, eta: float | None) -> str:
-    width = 30
-    filled = int(width * run.percentage() / 100)
-    bar = "#" * filled + "-" * (width - filled)
-    parts = [f"[{bar}] {run.num_processed}/{run.num_total} ({run.percentage()}%)"]
-    if rate:
-        parts.append(f"{rate:.1f} msg/s")
-    if eta is not None:
-        parts.append(f"ETA {int(eta)} s")
-    parts.append(run.get_status_display())
-    return "  ".join(parts)
+def progress_line(run: SyncProgress) -> tuple[str, bool]:
+    """The run as the user's page shows it (mailbox_status): the progress figure of a
+    full sync, the changes of other runs, the rate and time left. And whether it is
+    still active."""
+    status = mailbox_status(run.user)
+    summary = next((r for r in status["active_runs"] if r["id"] == run.pk), None)
+    if summary is None:  # finished (or superseded): its final numbers
+        run.refresh_from_db()
+        summary = run_summary(run)
+    parts = [f"{summary['title']} {summary['status_words']}"]
+    if run.sync_type == SyncProgress.SyncType.INITIAL:
+        figure = (
+            status["progress"]
+            if summary["active"]
+            else {
+                "done": summary["num_processed"],
+                "total": summary["num_total"],
+                "percentage": summary["percentage"],
+            }
+        )
+        width = 30
+        filled = width * figure["percentage"] // 100
+        bar = "#" * filled + "-" * (width - filled)
+        parts.insert(0, f"[{bar}] {figure['done']}/{figure['total']} ({figure['percentage']}%)")
+        if summary["rate"] is not None:
+            parts.append(f"{summary['rate']:.1f} msg/s")
+        if summary["eta_display"]:
+            parts.append(f"{summary['eta_display']} left")
+    else:
+        parts.append(
+            f"{summary['num_added']} new, {summary['num_deleted']} deleted, "
+            f"{summary['num_relabelled']} relabelled"
+        )
+    return "  ".join(parts), summary["active"]
