@@ -14,14 +14,22 @@ import re
 from dataclasses import dataclass
 from email.utils import getaddresses, parseaddr
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.db.models.expressions import RawSQL
 
 from .models import EmailMessage, Label, MessageLabel
 from .status import label_display_name
 
 PAGE_SIZE = 50
-# A label this small (by Gmail's counter) is listed from its own links, sorted here: a
-# walk down the date index could pass most of the mailbox before it finds 50 of them.
+# A label page first looks at the newest WINDOW messages past the cursor (a bounded
+# walk down the date index) and keeps those with the label: enough for any label that
+# is not rare there. Otherwise a small label's rows are sorted here, and a bigger one's
+# page comes from a walk down the date index (index-only) against a hash of the label's
+# message ids. Probing each message's labels one by one instead (what the planners
+# choose for a plain EXISTS or IN) passed the whole mailbox for a label holding only old
+# mail: 260 ms at 100,000 messages on PostgreSQL.
+WINDOW = 500
 SMALL_LABEL = 2000
 # The newest messages of a thread shown together; automated threads can be huge.
 THREAD_LIMIT = 100
@@ -129,33 +137,84 @@ def newest_first(
 
 
 def label_page(user, label: Label, cursor: Cursor | None, size: int = PAGE_SIZE) -> Page:
-    """One page of the messages that carry `label`."""
-    if label.messages_total is not None and label.messages_total <= SMALL_LABEL:
-        page = _small_label_page(user, label, cursor, size)
-        if page is not None:
-            return page
-    linked = MessageLabel.objects.filter(label=label, message=OuterRef("pk"))
-    return newest_first(fetched_messages(user).filter(Exists(linked)), cursor, size)
-
-
-def _small_label_page(user, label: Label, cursor: Cursor | None, size: int) -> Page | None:
-    """A small label's page from its links (at most SMALL_LABEL rows, sorted here), or
-    None when the label turns out bigger than Gmail's counter said."""
-    keys = list(
-        MessageLabel.objects.filter(
-            label=label, message__user=user, message__internal_date__isnull=False
-        ).values_list("message__internal_date", "message_id")[: SMALL_LABEL + 1]
-    )
-    if len(keys) > SMALL_LABEL:
-        return None
-    keys.sort(reverse=True)
+    """One page of the messages that carry `label` (see WINDOW for how)."""
+    if label.messages_total is None or label.messages_total > SMALL_LABEL:
+        keys = newest_keys(fetched_messages(user), cursor, WINDOW)
+        linked = set(
+            MessageLabel.objects.filter(
+                label=label, message_id__in=[pk for _, pk in keys]
+            ).values_list("message_id", flat=True)
+        )
+        hits = [key for key in keys if key[1] in linked]
+        if len(hits) > size or len(keys) < WINDOW:
+            return page_of_keys(user, hits, size)
+    links = MessageLabel.objects.filter(label=label).values_list("message_id", flat=True)
+    if len(links[: SMALL_LABEL + 1]) > SMALL_LABEL:
+        return _walk_with_hashed_label(user, label, cursor, size)
+    keys = _sorted_label_keys(user, label)
     if cursor is not None:
         keys = [key for key in keys if key < (cursor.internal_date, cursor.pk)]
-    wanted = [pk for _, pk in keys[:size]]
-    by_pk = {m.pk: m for m in fetched_messages(user).filter(pk__in=wanted).only(*LIST_FIELDS)}
-    rows = [by_pk[pk] for pk in wanted if pk in by_pk]
+    return page_of_keys(user, keys, size)
+
+
+def _sorted_label_keys(user, label: Label) -> list[tuple[dt.datetime, int]]:
+    """(internal_date, pk) of the label's fetched messages, newest first. A join from
+    the label's links with no filter on the message's columns, so that no planner
+    walks the mailbox for it."""
+    found = MessageLabel.objects.filter(label=label).values_list(
+        "message__internal_date", "message_id", "message__user_id"
+    )
+    return sorted(
+        ((date, pk) for date, pk, owner in found if owner == user.pk and date is not None),
+        reverse=True,
+    )
+
+
+def _walk_with_hashed_label(user, label: Label, cursor: Cursor | None, size: int) -> Page:
+    """Walk the user's date index (index-only) for the ids of `label`'s messages. The
+    label's ids are a MATERIALIZED CTE: it has no index, so both planners hash it (an
+    ephemeral index on SQLite, a hash semi-join on PostgreSQL) rather than probe the
+    label links once per message walked."""
+    table = connection.ops.quote_name(MessageLabel._meta.db_table)
+    ordered = (
+        _older_than(fetched_messages(user), cursor)
+        .filter(pk__in=RawSQL("SELECT message_id FROM label_ids", ()))
+        .order_by("-internal_date", "-pk")
+        .values_list("pk", flat=True)[: size + 1]
+    )
+    sql, params = ordered.query.sql_with_params()
+    with connection.cursor() as cursor_:
+        cursor_.execute(
+            f"WITH label_ids AS MATERIALIZED (SELECT message_id FROM {table} "  # noqa: S608
+            f"WHERE label_id = %s) {sql}",
+            (label.pk, *params),
+        )
+        hits = [pk for (pk,) in cursor_.fetchall()]
+    rows = _rows_by_pk(user, hits[:size])
+    return Page(rows, Cursor.after(rows[-1]) if len(hits) > size and rows else None)
+
+
+def page_of_keys(user, keys: list[tuple[dt.datetime, int]], size: int = PAGE_SIZE) -> Page:
+    """The page whose (internal_date, pk) keys, newest first and after the cursor, are
+    given: its rows, fetched by primary key."""
+    rows = _rows_by_pk(user, [pk for _, pk in keys[:size]])
     next_cursor = Cursor(*keys[size - 1]) if len(keys) > size else None
     return Page(rows, next_cursor)
+
+
+def _rows_by_pk(user, pks: list[int]) -> list[EmailMessage]:
+    """The list rows of these messages, in this order. By primary key alone (the owner
+    is checked here): with the user and date in the WHERE too, SQLite walks the user's
+    whole date index instead of looking the rows up."""
+    found = EmailMessage.objects.filter(pk__in=pks).only(*LIST_FIELDS)
+    by_pk = {m.pk: m for m in found if m.user_id == user.pk and m.internal_date is not None}
+    return [by_pk[pk] for pk in pks if pk in by_pk]
+
+
+def newest_keys(messages: QuerySet[EmailMessage], cursor: Cursor | None, limit: int) -> list:
+    """The (internal_date, pk) of the newest `limit` of `messages` after `cursor`."""
+    ordered = _older_than(messages, cursor).order_by("-internal_date", "-pk")
+    return list(ordered.values_list("internal_date", "pk")[:limit])
 
 
 # --- Threads -------------------------------------------------------------------------
@@ -190,11 +249,12 @@ class MailboxLabels:
     """A mailbox's labels, read once per page."""
 
     shown: list[SidebarLabel]  # the sidebar, in Gmail's order
-    pks: dict[str, int]  # Gmail id -> pk, every label (UNREAD and hidden ones too)
+    by_gmail_id: dict[str, Label]  # every label (UNREAD and hidden ones too)
     names: dict[int, str]  # pk -> what the user reads
 
     def has(self, label_pks: set[int], gmail_id: str) -> bool:
-        return self.pks.get(gmail_id) in label_pks
+        label = self.by_gmail_id.get(gmail_id)
+        return label is not None and label.pk in label_pks
 
     def user_labels(self, label_pks: set[int]) -> list[SidebarLabel]:
         return [s for s in self.shown if s.group == "user" and s.label.pk in label_pks]
@@ -224,7 +284,7 @@ def mailbox_labels(user) -> MailboxLabels:
     )
     return MailboxLabels(
         shown=shown,
-        pks={label.gmail_id: label.pk for label in labels},
+        by_gmail_id={label.gmail_id: label for label in labels},
         names={label.pk: label_display_name(label) for label in labels},
     )
 

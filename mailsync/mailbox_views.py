@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET
 
 from . import gmail, mailbox, search, sync
 from .html_sanitizer import sandboxed_frame
-from .models import EmailMessage, Label
+from .models import EmailMessage
 from .status import label_display_name
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def search_view(request: HttpRequest) -> HttpResponse:
     cursor = _cursor(request)
     if cursor is False:
         return _first_page(request, q=query)
-    page = mailbox.newest_first(search.matching_messages(request.user, query), cursor)
+    page = search.search_page(request.user, query, cursor)
     return _render_list(request, page, title=f"Search: {query}", current="search", query=query)
 
 
@@ -145,7 +145,8 @@ def _first_page(request: HttpRequest, **params: str) -> HttpResponse:
 
 
 def _label_list(request: HttpRequest, label_id: str, missing_ok: bool = False) -> HttpResponse:
-    shown = Label.objects.filter(user=request.user, gmail_id=label_id).first()
+    labels = mailbox.mailbox_labels(request.user)
+    shown = labels.by_gmail_id.get(label_id)
     if shown is None and not missing_ok:
         raise Http404("No such label.")
     cursor = _cursor(request)
@@ -156,13 +157,19 @@ def _label_list(request: HttpRequest, label_id: str, missing_ok: bool = False) -
     else:
         page = mailbox.label_page(request.user, shown, cursor)
     title = label_display_name(shown) if shown else "Inbox"
-    return _render_list(request, page, title=title, current=label_id)
+    return _render_list(request, page, title=title, current=label_id, labels=labels)
 
 
 def _render_list(
-    request: HttpRequest, page: mailbox.Page, *, title: str, current: str, query: str = ""
+    request: HttpRequest,
+    page: mailbox.Page,
+    *,
+    title: str,
+    current: str,
+    query: str = "",
+    labels: mailbox.MailboxLabels | None = None,
 ) -> HttpResponse:
-    labels = mailbox.mailbox_labels(request.user)
+    labels = labels or mailbox.mailbox_labels(request.user)
     links = mailbox.label_ids_of([m.pk for m in page.messages])
     rows = [
         {
@@ -224,7 +231,7 @@ def _render_thread(request: HttpRequest, shown: EmailMessage) -> HttpResponse:
             "label_names": sorted(
                 labels.names[pk]
                 for pk in links.get(shown.pk, ())
-                if pk in labels.names and pk != labels.pks.get(mailbox.UNREAD)
+                if pk in labels.names and not labels.has({pk}, mailbox.UNREAD)
             ),
             "sender_address": mailbox.display_addresses(shown.sender),
             "recipients": mailbox.display_addresses(shown.to),

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from mailsync import mailbox
+from mailsync import mailbox, search
 from mailsync.models import EmailMessage, Label
 from mailsync.search import fill_search_vectors, search_document
 
@@ -122,7 +122,7 @@ def test_label_page_lists_that_labels_messages(client, mailbox_of, messages_tota
 @pytest.mark.parametrize(
     ("url_name", "messages_total"),
     [("all_mail", None), ("label", None), ("label", 1000), ("search", None)],
-    ids=["all-mail", "big-label", "small-label", "search"],
+    ids=["all-mail", "inbox-window", "inbox-small-label", "search"],
 )
 def test_keyset_pagination_never_repeats_or_skips(client, mailbox_of, url_name, messages_total):
     user = mailbox_of(2 * mailbox.PAGE_SIZE + 17)
@@ -139,6 +139,44 @@ def test_keyset_pagination_never_repeats_or_skips(client, mailbox_of, url_name, 
     assert pages == 3
     assert len(seen) == len(set(seen))
     assert seen == _newest_first(user)
+
+
+@pytest.mark.parametrize(
+    ("window", "small_label"),
+    [(7, 2000), (7, 3), (500, 3)],
+    ids=["window-then-sorted-links", "window-then-hashed-walk", "window-only"],
+)
+def test_label_pages_by_every_plan_never_repeat_or_skip(
+    client, mailbox_of, monkeypatch, window, small_label
+):
+    """Work carries every second message: a small window holds too few of them."""
+    monkeypatch.setattr(mailbox, "WINDOW", window)
+    monkeypatch.setattr(mailbox, "SMALL_LABEL", small_label)
+    user = mailbox_of(4 * mailbox.PAGE_SIZE + 9)
+    client.force_login(user)
+
+    seen, pages = _walk(client, reverse("mailsync:label", args=[_gmail_id(user, "Work")]))
+
+    assert pages == 3
+    assert seen == _newest_first(user, labels__name="Work")
+
+
+@pytest.mark.parametrize("small_label", [2000, 3], ids=["sorted-links", "hashed-walk"])
+def test_a_label_holding_only_old_mail(
+    client, mailbox_of, label_factory, monkeypatch, small_label
+):
+    monkeypatch.setattr(mailbox, "WINDOW", 20)
+    monkeypatch.setattr(mailbox, "SMALL_LABEL", small_label)
+    user = mailbox_of(150)
+    archive = label_factory(user, "Archive", messages_total=60)
+    oldest = _newest_first(user)[-60:]
+    for message in EmailMessage.objects.filter(pk__in=oldest):
+        message.labels.add(archive)
+    client.force_login(user)
+
+    seen, pages = _walk(client, reverse("mailsync:label", args=[archive.gmail_id]))
+
+    assert (pages, seen) == (2, oldest)
 
 
 def test_search_matches_sender_subject_and_text(client, mailbox_of):
@@ -344,3 +382,21 @@ def test_query_counts_do_not_grow_with_the_mailbox(client, mailbox_of):
     for name, (in_small, in_large) in counts.items():
         assert in_small == in_large, f"{name}: {in_small} queries, then {in_large}"
         assert in_large <= 8, f"{name}: {in_large} queries"
+
+
+def test_the_search_index_exists_and_serves_the_search(google_user):
+    """The index is made by a migration, outside the models' Meta (each database has its
+    own kind): a later migration that rebuilds the table on SQLite would drop it
+    silently. This says so."""
+    with connection.cursor() as cursor:
+        indexes = connection.introspection.get_constraints(cursor, EmailMessage._meta.db_table)
+    assert "message_search_idx" in indexes
+    if connection.vendor != "sqlite":
+        return
+    user = google_user()
+    keys = search.matching_messages(user, "invoice").order_by("-internal_date", "-pk")
+    sql, params = keys.values_list("internal_date", "pk")[:51].query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+        plan = " ".join(str(row) for row in cursor.fetchall())
+    assert "COVERING INDEX message_search_idx" in plan, plan
