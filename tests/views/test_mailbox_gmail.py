@@ -3,18 +3,14 @@ an attachment comes from Gmail's attachments.get with the right bytes."""
 
 from __future__ import annotations
 
-import base64
-import email
-import json
 import re
-import urllib.request
-from email import policy
 
 import pytest
 from django.urls import reverse
 
 from mailsync import sync
 from mailsync.models import EmailMessage, SyncProgress
+from tests.gmail_fixtures import attachment_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -29,21 +25,8 @@ def synced(connected_mailbox):
     return user, mailbox
 
 
-def _raw_message(emulator, mailbox, gmail_id: str) -> email.message.EmailMessage:
-    """The message as Gmail has it (format=raw), read with the standard library."""
-    request = urllib.request.Request(
-        f"{emulator.base_url}gmail/v1/users/me/messages/{gmail_id}?format=raw",
-        headers={"Authorization": f"Bearer {mailbox.access_token}"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        raw = json.loads(response.read())["raw"]
-    return email.message_from_bytes(
-        base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)), policy=policy.default
-    )
-
-
 def test_an_attachment_is_downloaded_from_gmail_with_its_bytes(client, synced, emulator):
-    user, mailbox = synced
+    user, _ = synced
     message = next(
         m
         for m in EmailMessage.objects.filter(user=user).exclude(attachments=[])
@@ -52,11 +35,7 @@ def test_an_attachment_is_downloaded_from_gmail_with_its_bytes(client, synced, e
     index, item = next(
         (i, a) for i, a in enumerate(message.attachments) if a["attachment_id"] and a["filename"]
     )
-    expected = next(
-        part.get_payload(decode=True)
-        for part in _raw_message(emulator, mailbox, message.gmail_id).walk()
-        if part.get_filename() == item["filename"]
-    )
+    expected = attachment_bytes(emulator, user.email, message.gmail_id, item["filename"])
     emulator.reset_stats()
     client.force_login(user)
 
