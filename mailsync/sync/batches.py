@@ -82,6 +82,7 @@ def claim_messages(user_id: int, limit: int) -> list[tuple[int, str]]:
 def fetch_batch(user_id: int, slot: int) -> list[Step]:
     """Stage 4: fetch one batch of claimed messages and store them; keep the slot
     and go on while work remains."""
+    claimed_at = timezone.now()
     claimed = claim_messages(user_id, settings.MAILSYNC_BATCH_SIZE)
     if not claimed and _claimed_elsewhere(user_id):
         # Other workers hold the rest. If they are alive they finish soon; if they
@@ -104,7 +105,7 @@ def fetch_batch(user_id: int, slot: int) -> list[Step]:
             _release_slot(user_id, slot)  # this chain ends; fill_batch_slots restarts one
         raise
     store_messages(user_id, pks, result)
-    _record_batch_progress(user_id, fetched=len(result.found))
+    _record_batch_progress(user_id, fetched=len(result.found), since=claimed_at)
     _complete_finished_runs(user_id)
     return [Step("fetch_batch", user_id, (slot,))]
 
@@ -182,17 +183,19 @@ def _fetched_fields(p: ParsedMessage) -> dict:
     }
 
 
-def _record_batch_progress(user_id: int, fetched: int) -> None:
+def _record_batch_progress(user_id: int, fetched: int, since: dt.datetime) -> None:
     """Every batch moves the user's runs on (the watchdog reads `updated_at`) and adds
-    the messages it downloaded to `num_fetched` (their rate); the initial run also
-    counts fetched / total."""
+    the messages it downloaded to `num_fetched` (their rate): of the runs still going,
+    or completed since the batch was claimed (another worker may complete a run between
+    this batch's store and this call); the initial run also counts fetched / total."""
     now = timezone.now()
+    SyncProgress.objects.filter(
+        Q(status=Status.IN_PROGRESS) | Q(completed_at__gte=since), user_id=user_id
+    ).exclude(sync_type=SyncType.LABELS).update(num_fetched=F("num_fetched") + fetched)
     runs = SyncProgress.objects.filter(user_id=user_id, status=Status.IN_PROGRESS)
     runs.filter(error_message__startswith="Paused").update(error_message="")
     runs.exclude(sync_type=SyncType.INITIAL).update(
-        batches_completed=F("batches_completed") + 1,
-        num_fetched=F("num_fetched") + fetched,
-        updated_at=now,
+        batches_completed=F("batches_completed") + 1, updated_at=now
     )
     for run in runs.filter(sync_type=SyncType.INITIAL):
         refresh_counts(run)
@@ -200,6 +203,5 @@ def _record_batch_progress(user_id: int, fetched: int) -> None:
             num_total=run.num_total,
             num_processed=run.num_processed,
             batches_completed=F("batches_completed") + 1,
-            num_fetched=F("num_fetched") + fetched,
             updated_at=now,
         )

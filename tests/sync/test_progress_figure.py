@@ -64,3 +64,39 @@ def test_the_rate_counts_only_what_the_run_downloaded(connected_mailbox):
     assert latest["title"] == "Full resync"
     assert latest["rate"] is None  # not 1900 messages/s
     assert all(s["active_run"] is None or s["active_run"]["rate"] is None for s in samples)
+
+
+def test_a_batch_stored_as_another_worker_completes_the_run_still_counts(connected_mailbox):
+    """Worker B stores the last batch; worker A, finishing the batch before, sees
+    nothing left and completes the run; only then does B record its batch. Its
+    downloads must count (600 messages showed 550 downloaded)."""
+    from django.utils import timezone
+
+    from mailsync import gmail
+    from mailsync.sync import batches
+
+    user, _ = connected_mailbox(count=100)
+    run = sync.start_initial_sync(user)
+    queue = deque(sync.resume_steps(run))
+    while queue:  # the profile, the labels and the listing; no batch yet
+        step = queue.popleft()
+        if step.stage != "fetch_batch":
+            queue.extend(sync.run_step(step))
+    client = gmail.GmailClient(user.pk)
+
+    def claim_and_fetch() -> tuple:
+        claimed_at = timezone.now()
+        pks = {gmail_id: pk for pk, gmail_id in batches.claim_messages(user.pk, 50)}
+        return pks, client.get_messages(list(pks)), claimed_at
+
+    first = claim_and_fetch()  # worker A
+    second = claim_and_fetch()  # worker B
+    batches.store_messages(user.pk, first[0], first[1])
+    batches._record_batch_progress(user.pk, fetched=50, since=first[2])
+    batches.store_messages(user.pk, second[0], second[1])  # B stores...
+    assert sync.complete_initial_sync_if_done(user.pk)  # ...A completes the run...
+    batches._record_batch_progress(user.pk, fetched=50, since=second[2])  # ...B records
+
+    run.refresh_from_db()
+    assert run.status == "completed"
+    assert run.num_fetched == 100
