@@ -11,26 +11,18 @@ from django.contrib import admin, messages
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db import connections
 from django.db.models import Q, QuerySet
-from django.template.defaultfilters import filesizeformat, truncatechars
+from django.template.defaultfilters import filesizeformat, pluralize, truncatechars
 from django.utils import timezone
-from django.utils.html import escape, format_html, format_html_join
+from django.utils.html import format_html, format_html_join
 
 from .admin_scale import BoundedAdmin, chosen_user_id, user_filter
-from .html_sanitizer import sanitize_email_html
+from .html_sanitizer import sandboxed_frame
 from .models import EmailMessage, Label, SyncProgress
 from .status import format_duration, label_display_name, run_rate_and_eta
 
 # One token that could be a Gmail message or thread id (they are hex; the emulator's
 # and other ids are alphanumeric): exact lookups on two indexes, nearly free.
 _ID_LIKE = re.compile(r"[A-Za-z0-9_-]{6,64}")
-
-# Remote content (tracking pixels, fonts) stays unloaded when an operator reads a
-# message; the sandbox without allow-scripts already keeps scripts from running.
-_IFRAME_CSP = (
-    '<meta http-equiv="Content-Security-Policy" '
-    "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
-)
-
 
 def progress_bar(percentage: int, label: str = "") -> str:
     """A small bar for list columns; the width is an int and every text is escaped."""
@@ -104,6 +96,8 @@ class SyncProgressAdmin(BoundedAdmin, ReadOnlyAdmin):
                     "num_added",
                     "num_deleted",
                     "num_relabelled",
+                    "num_unavailable",
+                    "num_fetched",
                     "batches_completed",
                     "batches_total",
                     "pages_listed",
@@ -156,11 +150,19 @@ class SyncProgressAdmin(BoundedAdmin, ReadOnlyAdmin):
 
     @admin.display(description="changes")
     def changes(self, obj: SyncProgress) -> str:
-        return format_html(
+        changes = format_html(
             '<span title="added, deleted, relabelled">+{} -{} ~{}</span>',
             obj.num_added,
             obj.num_deleted,
             obj.num_relabelled,
+        )
+        if not obj.num_unavailable:
+            return changes
+        return format_html(
+            '{}<br><span class="sync-trouble">{} message{} Gmail could not serve</span>',
+            changes,
+            obj.num_unavailable,
+            pluralize(obj.num_unavailable),
         )
 
     @admin.display(description="rate, ETA")
@@ -390,13 +392,8 @@ class EmailMessageAdmin(BoundedAdmin, ReadOnlyAdmin):
     def html_body(self, obj: EmailMessage) -> str:
         if not obj.body_html:
             return "-"
-        document = _IFRAME_CSP + sanitize_email_html(obj.body_html)
-        # escape() (not conditional_escape) so that even a SafeString is quoted into
-        # the attribute; sandbox="" grants nothing, scripts included.
-        return format_html(
-            '<iframe class="email-html" sandbox="" referrerpolicy="no-referrer" '
-            'title="HTML body, sanitized" srcdoc="{}" '
-            'style="width:100%;min-height:30em;border:1px solid #ccc;background:#fff">'
-            "</iframe>",
-            escape(str(document)),
+        return sandboxed_frame(
+            obj.body_html,
+            title="HTML body, sanitized",
+            style="width:100%;min-height:30em;border:1px solid #ccc;background:#fff",
         )

@@ -1,9 +1,11 @@
-"""Model fields of the mirror."""
+"""Model fields of the mirror: compressed text, and a column whose type depends on the
+database."""
 
 from __future__ import annotations
 
 import zlib
 
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 
 # zlib level 6: email text shrinks to about a third of its size at a fraction of the
@@ -54,3 +56,17 @@ def decompress(value) -> str:
     if not value:
         return ""
     return zlib.decompress(bytes(value)).decode("utf-8")
+
+
+class TsVectorField(SearchVectorField):
+    """PostgreSQL's ``tsvector`` (with Django's ``@@`` lookup); text elsewhere, left NULL.
+
+    Only PostgreSQL has full-text search: on SQLite the mailbox search falls back to
+    LIKE lookups (see mailsync/search.py). The column exists on every database, so the
+    same migrations run everywhere.
+    """
+
+    description = "Full-text search document (tsvector on PostgreSQL)"
+
+    def db_type(self, connection) -> str:
+        return "tsvector" if connection.vendor == "postgresql" else "text"

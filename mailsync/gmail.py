@@ -8,6 +8,8 @@ Reference: https://developers.google.com/gmail/api/reference/rest
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import random
@@ -321,6 +323,27 @@ class GmailClient:
             result.gone.discard(probe_id)
             result.failed.pop(probe_id, None)
         return result
+
+    def get_attachment(self, message_id: str, attachment_id: str) -> bytes:
+        """users.messages.attachments.get (5 units): the decoded bytes of one attachment.
+        https://developers.google.com/gmail/api/reference/rest/v1/users.messages.attachments/get
+        """
+        data = self._execute(
+            "users.messages.attachments.get",
+            lambda: (
+                self.service.users()
+                .messages()
+                .attachments()
+                .get(userId="me", messageId=message_id, id=attachment_id)
+            ),
+        )
+        encoded = data.get("data", "")
+        if not isinstance(encoded, str):
+            raise PermanentError("attachments.get answered without data")
+        try:
+            return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise PermanentError(f"attachments.get answered malformed data: {exc}") from exc
 
     def history_page(self, start_history_id: str, page_token: str = "") -> HistoryPage:
         """users.history.list (2 units). A 404 means the history expired."""

@@ -23,6 +23,10 @@ Policy, with the reason for each choice:
   (they would need an attachment endpoint). An ``img`` without ``src`` still
   shows its ``alt`` text.
 * Comments are dropped (Outlook conditional comments carry markup).
+
+:func:`sandboxed_frame` is the one way our pages embed it: in an ``<iframe srcdoc>``
+sandboxed without scripts and without our origin, where links may open a new tab
+(outside the sandbox) and nothing remote loads.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ import re
 from html.parser import HTMLParser
 
 import nh3
+from django.utils.html import escape, format_html
 
-__all__ = ["html_to_text", "sanitize_email_html"]
+__all__ = ["html_to_text", "sandboxed_frame", "sanitize_email_html"]
 
 _ALLOWED_TAGS = frozenset(
     {
@@ -119,6 +124,36 @@ def sanitize_email_html(html: str) -> str:
     if not html:
         return ""
     return _CLEANER.clean(_prepare(html))
+
+
+# Inside the frame: remote content (tracking pixels, fonts) stays unloaded, links open
+# a new tab, and the text gets a readable default look.
+_FRAME_HEAD = (
+    '<meta http-equiv="Content-Security-Policy" '
+    "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
+    '<base target="_blank">'
+    "<style>body{margin:.5rem;font:15px/1.5 system-ui,sans-serif;color:#1f2328;"
+    "overflow-wrap:anywhere}img{max-width:100%;height:auto}</style>"
+)
+# No allow-scripts (nothing runs) and no allow-same-origin (the frame cannot reach our
+# cookies or DOM); popups only so that a link opens in a new tab, unsandboxed there.
+FRAME_SANDBOX = "allow-popups allow-popups-to-escape-sandbox"
+
+
+def sandboxed_frame(html: str, title: str, css_class: str = "email-html", style: str = "") -> str:
+    """An ``<iframe>`` showing ``html`` sanitized, sandboxed (see FRAME_SANDBOX)."""
+    document = _FRAME_HEAD + sanitize_email_html(html)
+    # escape() (not conditional_escape) so that even a SafeString is quoted into the
+    # attribute.
+    return format_html(
+        '<iframe class="{}" sandbox="{}" referrerpolicy="no-referrer" title="{}" '
+        'srcdoc="{}"{}></iframe>',
+        css_class,
+        FRAME_SANDBOX,
+        title,
+        escape(str(document)),
+        format_html(' style="{}"', style) if style else "",
+    )
 
 
 def _prepare(html: str) -> str:

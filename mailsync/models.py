@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from .fields import CompressedTextField
+from .fields import CompressedTextField, TsVectorField
 
 
 class Label(models.Model):
@@ -95,6 +95,9 @@ class EmailMessage(models.Model):
     body_html = CompressedTextField()
     attachments = models.JSONField(default=list, blank=True)
     parse_error = models.TextField(blank=True, default="")
+    # Subject, sender, recipients and the start of the text, weighted (mailsync/search.py);
+    # filled when the message is stored. NULL on SQLite, and until filled.
+    search_vector = TsVectorField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -120,8 +123,14 @@ class EmailMessage(models.Model):
                 condition=Q(claimed_until__isnull=False, internal_date__isnull=True),
                 name="message_claimed_idx",
             ),
-            models.Index(fields=["user", "thread_id"], name="message_thread_idx"),
-            models.Index(fields=["user", "-internal_date"], name="message_date_idx"),
+            # The mailbox pages: a thread in date order, and every list newest first
+            # with keyset pagination on (internal_date, id).
+            models.Index(
+                fields=["user", "thread_id", "internal_date", "id"], name="message_thread_date_idx"
+            ),
+            models.Index(fields=["user", "-internal_date", "-id"], name="message_date_id_idx"),
+            # The GIN index on (user, search_vector) exists on PostgreSQL only: a
+            # migration creates it (mailsync/migrations/*_search_index.py).
             # The console finds a message by id, thread or sender across every mailbox.
             models.Index(fields=["gmail_id"], name="message_gmail_id_idx"),
             models.Index(fields=["thread_id"], name="message_thread_id_idx"),
@@ -144,8 +153,8 @@ class MessageLabel(models.Model):
     """A message carries a label. Explicit so that a label-membership rescan (after
     Gmail's history expired) can tell the links it saw from the ones it did not."""
 
-    # No single-column indexes: the unique (message, label) and the (label, seen_by_run)
-    # indexes serve both directions.
+    # Two indexes, one per direction: the unique (message, label), and (label, message)
+    # for a label's messages (its mailbox page, the rescan of its membership).
     message = models.ForeignKey(EmailMessage, on_delete=models.CASCADE, db_index=False)
     label = models.ForeignKey(Label, on_delete=models.CASCADE, db_index=False)
     seen_by_run = models.BigIntegerField(null=True, blank=True)
@@ -155,7 +164,9 @@ class MessageLabel(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["message", "label"], name="message_label_unique"),
         ]
-        indexes = [models.Index(fields=["label", "seen_by_run"], name="message_label_scan_idx")]
+        indexes = [
+            models.Index(fields=["label", "message"], name="message_label_label_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.message_id} has {self.label_id}"
@@ -195,6 +206,10 @@ class SyncProgress(models.Model):
     num_added = models.PositiveIntegerField(default=0)
     num_deleted = models.PositiveIntegerField(default=0)
     num_relabelled = models.PositiveIntegerField(default=0)
+    # Messages this run downloaded from Gmail (not those already mirrored): its rate.
+    num_fetched = models.PositiveIntegerField(default=0)
+    # A full sync of a mailbox that had been mirrored completely before.
+    resync = models.BooleanField(default=False)
     # Incremental runs whose history had expired re-list the mailbox, then rescan
     # each label's membership.
     fell_back_to_full = models.BooleanField(default=False)

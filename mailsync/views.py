@@ -10,7 +10,7 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import sync
-from .status import mailbox_status, needs_reauth
+from .status import mailbox_status, needs_reauth, run_title
 
 # Fragment name -> partial: the page includes the same partials, so a poll re-renders
 # exactly what the server rendered first.
@@ -59,8 +59,10 @@ def sync_now(request: HttpRequest) -> HttpResponse:
     running = set(sync.active_runs(request.user).values_list("pk", flat=True))
     run = sync.start_incremental_sync(request.user)
     if run.pk in running:
-        messages.info(
-            request, f"Your {run.get_sync_type_display().lower()} sync is already running."
+        messages.info(request, f"Your {run_title(run).lower()} is already running.")
+    elif run.sync_type == run.SyncType.INITIAL and run.resync:
+        messages.success(
+            request, "Full resync started: only what the mirror is missing is downloaded."
         )
     elif run.sync_type == run.SyncType.INITIAL:
         messages.success(request, "Full sync started: your mailbox is being copied.")

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import email
+import json
+import urllib.request
+from email import policy
+
 import pytest
 
 from accounts.google import connect_google_account
@@ -48,6 +54,24 @@ def connected_mailbox(gmail_settings, emulator):
         return user, mailbox
 
     return make
+
+
+def attachment_bytes(emulator, email_address: str, gmail_id: str, filename: str) -> bytes:
+    """An attachment as Gmail has it: the message fetched raw over HTTP and read with the
+    standard library, not with our parser."""
+    token = emulator.issue_access_token(email_address)
+    request = urllib.request.Request(
+        f"{emulator.base_url}gmail/v1/users/me/messages/{gmail_id}?format=raw",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        raw = json.loads(response.read())["raw"]
+    message = email.message_from_bytes(
+        base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)), policy=policy.default
+    )
+    return next(
+        part.get_payload(decode=True) for part in message.walk() if part.get_filename() == filename
+    )
 
 
 def local_mirror(user) -> dict:

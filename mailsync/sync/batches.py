@@ -15,6 +15,7 @@ from django.utils import timezone
 from .. import counters, gmail, metrics, signals
 from ..models import BatchSlot, EmailMessage, SyncProgress
 from ..parsing import ParsedMessage, parse_message
+from ..search import fill_search_vectors
 from ..workers import current_holder
 from .completion import complete_incremental_if_done, complete_initial_sync_if_done, refresh_counts
 from .labels import label_pks_for, set_labels
@@ -252,6 +253,7 @@ def store_messages(user_id: int, pks: dict[str, int], result: gmail.BatchResult)
         for p in parsed:
             EmailMessage.objects.filter(pk=pks[p.gmail_id]).update(**_fetched_fields(p))
         relabelled = set_labels({pks[p.gmail_id]: p.label_ids for p in parsed}, label_pks)
+        fill_search_vectors(pks[p.gmail_id] for p in parsed)
         gone = [pks[g] for g in result.gone if g in pks]
         lost = counters.states_of(user_id, Q(pk__in=gone))
         _signal_changes(user_id, pks, newly_fetched, relabelled, gone)
@@ -265,7 +267,7 @@ def store_messages(user_id: int, pks: dict[str, int], result: gmail.BatchResult)
         )
         outcome.fetched, outcome.gone = len(newly_fetched), lost.messages
         if parsed or gone:
-            _record_batch_progress(user_id)
+            _record_batch_progress(user_id, downloaded=len(parsed))
     if parsed or gone:
         clear_failure_notes(user_id)
     metrics.messages_fetched(outcome.fetched)
@@ -382,11 +384,14 @@ def _fetched_fields(p: ParsedMessage) -> dict:
     }
 
 
-def _record_batch_progress(user_id: int) -> None:
-    """Every batch moves the user's runs on (the watchdog reads `updated_at`); the
-    initial run's progress is the mailbox totals, read, not counted."""
+def _record_batch_progress(user_id: int, downloaded: int) -> None:
+    """Every batch moves the user's runs on (the watchdog reads `updated_at`), in the
+    transaction that stores it: the messages it downloaded count in the runs'
+    `num_fetched` (their rate); the initial run's progress is the mailbox totals, read,
+    not counted."""
     now = timezone.now()
     runs = SyncProgress.objects.filter(user_id=user_id, status=Status.IN_PROGRESS)
+    runs.exclude(sync_type=SyncType.LABELS).update(num_fetched=F("num_fetched") + downloaded)
     runs.exclude(sync_type=SyncType.INITIAL).update(
         batches_completed=F("batches_completed") + 1, updated_at=now
     )

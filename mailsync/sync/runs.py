@@ -59,7 +59,7 @@ def start_initial_sync(user) -> SyncProgress:
     """Start a full sync (or return the one already running). It supersedes an active
     incremental sync or health check: the full sync re-lists everything, and the next
     incremental sync replays history from the point the full sync started."""
-    run, created = create_run(user, SyncType.INITIAL)
+    run, created = create_run(user, SyncType.INITIAL, resync=user.last_full_sync_at is not None)
     if created:
         fail_runs(user.pk, "Superseded by a full sync.", sync_types=RELISTING_TYPES)
         enqueue([Step("begin_initial_sync", user.pk, (run.pk,))])

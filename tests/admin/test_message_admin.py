@@ -58,8 +58,13 @@ def test_detail_shows_headers_text_and_only_sanitized_html(admin_client, hostile
     assert "report.pdf" in html
     assert "application/pdf" in html
     assert "Inbox" in html  # Gmail's name, not the raw label id
-    # The HTML body: sanitized, then quoted into a sandboxed iframe that runs nothing.
-    assert '<iframe class="email-html" sandbox=""' in html
+    # The HTML body: sanitized, then quoted into a sandboxed iframe that runs nothing
+    # and whose links open a new tab.
+    assert (
+        '<iframe class="email-html" sandbox="allow-popups allow-popups-to-escape-sandbox"'
+        in html
+    )
+    assert "allow-same-origin" not in html
     assert "srcdoc=" in html
     assert "Quarterly &lt;b&gt;report&lt;/b&gt;" in html
     assert "pwned" not in html

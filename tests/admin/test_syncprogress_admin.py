@@ -69,3 +69,15 @@ def test_runs_are_read_only(admin_client, google_user, run_factory):
     assert admin_client.post(delete_url, {"post": "yes"}).status_code == 403
     run.refresh_from_db()
     assert run.status == Status.IN_PROGRESS
+
+
+def test_a_run_says_how_many_messages_gmail_could_not_serve(admin_client, django_user_model):
+    owner = django_user_model.objects.create_user(username="o", email="o@example.com")
+    run = SyncProgress.objects.create(
+        user=owner, sync_type="initial", status="completed", num_unavailable=2
+    )
+    listing = admin_client.get("/admin/mailsync/syncprogress/").content.decode()
+    assert "2 messages Gmail could not serve" in listing
+    detail = admin_client.get(f"/admin/mailsync/syncprogress/{run.pk}/change/").content.decode()
+    assert "Num unavailable" in detail
+    assert "admin/mailsync/syncprogress" in reverse("admin:mailsync_syncprogress_changelist")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ def test_without_a_cluster_it_enqueues_and_returns(connected_mailbox, capsys):
     call_command("sync_user", str(user.pk))
     out = capsys.readouterr().out
     run = SyncProgress.objects.get(user=user)
-    assert f"Sync run {run.pk} (initial)" in out
+    assert f"First sync (run {run.pk}, initial) for {user.email}: starting" in out
     assert run.status == "pending"
 
 
@@ -29,7 +30,8 @@ def test_no_flag_chooses_incremental_once_the_initial_sync_is_done(connected_mai
     call_command("sync_user", user.email, "--inline")
     call_command("sync_user", user.email, "--inline")
     out = capsys.readouterr().out
-    assert "(incremental)" in out
+    assert "Update (run " in out
+    assert ", incremental)" in out
     assert SyncProgress.objects.get(user=user, sync_type="incremental").status == "completed"
 
 
@@ -79,7 +81,10 @@ def test_wait_follows_the_run_to_the_end(connected_mailbox, emulator, clusters):
     result = sync_user_process(env, user.email, "--full", "--wait")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "600/600 (100%)" in result.stdout
-    assert "completed: 600 messages" in result.stdout
+    assert "completed: 600 messages, 600 downloaded from Gmail." in result.stdout
+    assert "First sync" in result.stdout
+    figures = [int(f) for f in re.findall(r"\((\d+)%\)", result.stdout)]
+    assert figures == sorted(figures), figures  # one figure, never going back
     assert_exact_mirror(user, emulator.snapshot(user.email))
 
 
@@ -120,8 +125,7 @@ def test_health_check_from_the_command_line(connected_mailbox, emulator, capsys)
     EmailMessage.objects.filter(user=user).order_by("pk").first().delete()  # drift
     call_command("sync_user", user.email, "--health-check", "--inline")
     out = capsys.readouterr().out
-    assert "(health)" in out
-    assert "completed: 1 added" in out
+    assert "Run 2 (Health check) completed: 1 added" in out
     assert_exact_mirror(user, emulator.snapshot(user.email))
 
 

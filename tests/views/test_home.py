@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from mailsync.models import Label, SyncProgress
 
@@ -106,3 +107,32 @@ def test_post_is_not_allowed(client, google_user):
     client.force_login(google_user())
 
     assert client.post(HOME).status_code == 405
+
+
+def test_messages_gmail_could_not_serve_and_an_outage_are_said_plainly(
+    client, google_user, message_factory, run_factory
+):
+    from mailsync import counters
+    from mailsync.models import MailboxCounts
+
+    user = google_user(label_sync_completed=True, initial_sync_completed=True)
+    for _ in range(3):
+        message_factory(user)
+    unavailable = message_factory(user, fetched=False, unavailable_since=timezone.now())
+    MailboxCounts.objects.filter(user=user).update(unavailable=1)
+    assert counters.read(user.pk) == counters.recount(user.pk)
+    run_factory(
+        user,
+        sync_type=SyncProgress.SyncType.INCREMENTAL,
+        status=SyncProgress.Status.IN_PROGRESS,
+        error_message="Retrying: Gmail answers 503 (backendError); next attempt in 31 s.",
+    )
+    client.force_login(user)
+
+    html = client.get(HOME).content.decode()
+
+    assert "1 message Gmail could not serve" in html
+    assert "Gmail is having trouble (Gmail answers 503 (backendError))" in html
+    assert "nothing is lost, the sync retries by itself" in html
+    assert "The last sync failed" not in html
+    assert unavailable.gmail_id not in html

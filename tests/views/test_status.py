@@ -8,12 +8,14 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from mailsync import sync
 from mailsync.models import Label, SyncProgress
 from mailsync.status import mailbox_status, run_rate_and_eta
 
 pytestmark = pytest.mark.django_db
 
 STATUS = reverse("mailsync:status")
+HOME = reverse("mailsync:home")
 
 
 def test_anonymous_is_sent_to_sign_in(client):
@@ -133,7 +135,11 @@ def test_incremental_next_due(google_user, settings):
 def test_rate_and_eta_of_an_active_run(google_user, run_factory):
     user = google_user()
     run = run_factory(
-        user, status=SyncProgress.Status.IN_PROGRESS, num_processed=100, num_total=300
+        user,
+        status=SyncProgress.Status.IN_PROGRESS,
+        num_processed=100,
+        num_fetched=100,
+        num_total=300,
     )
     started = timezone.now() - dt.timedelta(seconds=50)
     SyncProgress.objects.filter(pk=run.pk).update(started_at=started)
@@ -149,7 +155,9 @@ def test_rate_and_eta_of_an_active_run(google_user, run_factory):
 
 
 def test_finished_run_has_a_rate_but_no_eta(google_user, run_factory):
-    run = run_factory(google_user(), status=SyncProgress.Status.COMPLETED, num_processed=10)
+    run = run_factory(
+        google_user(), status=SyncProgress.Status.COMPLETED, num_processed=10, num_fetched=10
+    )
     run.completed_at = run.started_at + dt.timedelta(seconds=5)
 
     assert run_rate_and_eta(run) == (pytest.approx(2.0), None)
@@ -168,3 +176,127 @@ def test_revoked_access_is_said_in_plain_words(google_user, run_factory):
     assert data["needs_reauth"] is True
     assert data["last_error"] == "Google refused access: sign in with Google again to resume."
     assert data["latest_run"]["error"] == data["last_error"]
+
+
+def test_the_rate_counts_downloads_only(google_user, run_factory):
+    """A resync of a mirrored mailbox processes thousands of messages in seconds but
+    downloads none: no rate, rather than 1900 messages/s."""
+    run = run_factory(
+        google_user(), status=SyncProgress.Status.IN_PROGRESS, num_processed=3000, num_total=3005
+    )
+    started = run.started_at
+    now = started + dt.timedelta(seconds=2)
+
+    assert run_rate_and_eta(run, now=now) == (None, None)
+    run.num_fetched = 5
+    assert run_rate_and_eta(run, now=now) == (pytest.approx(2.5), pytest.approx(2.0))
+
+
+def test_a_starting_first_sync_says_so_without_a_zero_rate(client, google_user, run_factory):
+    user = google_user()
+    run_factory(user, status=SyncProgress.Status.PENDING)
+    client.force_login(user)
+
+    html = client.get(HOME).content.decode()
+
+    assert '<span class="badge running" id="run-title">First sync · starting</span>' in html
+    assert "messages/s" not in html
+    assert "Pending" not in html
+    assert "Initial sync" not in html
+
+
+def test_a_full_resync_is_called_one(client, google_user, run_factory):
+    user = google_user(last_full_sync_at=timezone.now() - dt.timedelta(days=1))
+    client.force_login(user)
+    run_factory(user, status=SyncProgress.Status.IN_PROGRESS, resync=True, num_fetched=0)
+
+    html = client.get(HOME).content.decode()
+
+    assert "Full resync · running" in html
+    assert "First sync" not in html
+
+
+def test_a_started_full_sync_knows_whether_it_is_a_resync(google_user):
+    first = sync.start_initial_sync(google_user())
+    again = sync.start_initial_sync(google_user(last_full_sync_at=timezone.now()))
+
+    assert (first.resync, again.resync) == (False, True)
+
+
+def test_one_progress_figure_while_the_first_sync_lists(
+    client, google_user, run_factory, message_factory
+):
+    """200 of 500 listed ids are fetched, Gmail says the mailbox holds 3000: the page
+    shows 200 / 3000 (6 %) and no other total."""
+    user = google_user()
+    for n in range(500):
+        message_factory(user, fetched=n < 200)
+    run_factory(
+        user, status=SyncProgress.Status.IN_PROGRESS, num_processed=200, num_total=3000
+    )
+    client.force_login(user)
+
+    data = client.get(STATUS).json()
+
+    assert data["progress"] == {
+        "done": 200,
+        "total": 3000,
+        "percentage": 6,
+        "state": "running",
+        "of_run": True,
+    }
+    page = "".join(data["html"].values())
+    assert "200 / 3000 messages" in page
+    assert "/ 500" not in page
+    assert "of 500" not in page
+    assert "this run" not in page
+    assert 'data-percentage="6"' in page
+
+
+def test_times_say_just_now_instead_of_zero_minutes(google_user, settings):
+    settings.MAILSYNC_INCREMENTAL_INTERVAL_MINUTES = 1
+    user = google_user(
+        initial_sync_completed=True,
+        label_sync_completed=True,
+        gmail_history_id="7",
+        last_incremental_sync_at=timezone.now() - dt.timedelta(seconds=20),
+    )
+
+    incremental = mailbox_status(user)["stages"]["incremental"]
+
+    assert incremental["last_at_display"] == "just now"
+    assert incremental["next_due_display"] == "in less than a minute"
+
+
+def test_after_a_reset_the_page_says_what_to_do(client, google_user, message_factory, settings):
+    """An operator's "Reset sync state": no "next due now" for an update that cannot
+    run, and a clear next step with its button."""
+    user = google_user(
+        initial_sync_completed=True,
+        label_sync_completed=True,
+        gmail_history_id="7",
+        last_full_sync_at=timezone.now() - dt.timedelta(hours=2),
+        last_incremental_sync_at=timezone.now() - dt.timedelta(hours=1),
+    )
+    message_factory(user)
+    sync.reset_sync_state(user)
+    user.refresh_from_db()
+    client.force_login(user)
+
+    data = client.get(STATUS).json()
+
+    assert data["stages"]["incremental"]["next_due_display"] == "after the next full sync"
+    assert data["stages"]["messages"]["state"] == "pending"
+    assert data["next_step"].startswith("The mirror needs a full sync")
+    assert 'id="next-step-sync"' in data["html"]["alerts"]
+    assert "due now" not in "".join(data["html"].values())
+
+
+def test_nothing_to_do_means_no_next_step(google_user, run_factory):
+    synced = google_user(initial_sync_completed=True)
+    running = google_user()
+    run_factory(running, status=SyncProgress.Status.IN_PROGRESS)
+
+    assert mailbox_status(synced)["next_step"] == ""
+    assert mailbox_status(running)["next_step"] == ""
+    assert mailbox_status(google_user())["next_step"].startswith("No sync has run yet")

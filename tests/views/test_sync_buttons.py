@@ -58,7 +58,7 @@ def test_sync_now_while_running_starts_nothing(client, synced_user, run_factory)
     response = client.post(SYNC_NOW)
 
     assert SyncProgress.objects.filter(user=synced_user).count() == 1
-    assert _messages(response) == ["Your incremental sync is already running."]
+    assert _messages(response) == ["Your update is already running."]
 
 
 def test_sync_now_is_post_only(client, synced_user):
@@ -135,3 +135,31 @@ def test_full_resync_resets_and_starts_a_full_sync(
     assert not synced_user.initial_sync_completed
     assert synced_user.email_messages.count() == 1  # messages are kept
     assert "Full resync started" in _messages(response)[0]
+
+
+def test_full_resync_confirmation_promises_nothing_it_cannot_keep(client, synced_user):
+    client.force_login(synced_user)
+
+    html = client.get(FULL_RESYNC).content.decode()
+
+    assert "as long as the first sync" not in html
+    assert "not downloaded again" in html
+
+
+def test_sync_now_after_a_reset_starts_a_full_resync(client, synced_user):
+    from django.utils import timezone
+
+    from mailsync import sync
+
+    synced_user.last_full_sync_at = timezone.now()
+    synced_user.save()
+    sync.reset_sync_state(synced_user)
+    client.force_login(synced_user)
+
+    response = client.post(SYNC_NOW)
+
+    run = SyncProgress.objects.get(user=synced_user)
+    assert (run.sync_type, run.resync) == (SyncType.INITIAL, True)
+    assert _messages(response) == [
+        "Full resync started: only what the mirror is missing is downloaded."
+    ]

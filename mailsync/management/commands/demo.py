@@ -9,8 +9,10 @@ Starts, each in its own process group:
 
 Django settings are read once per process, and this process read them before the
 emulator existed: everything that needs GMAIL_EMULATOR_URL therefore runs in a child
-process started with the demo environment. Ctrl-C or SIGTERM stops every child and
-exits 0; a child that dies on its own stops the rest and exits 1 with its last lines.
+process started with the demo environment. Ctrl-C or SIGTERM stops every child within
+5 s and exits 0; a child that dies on its own stops the rest and exits 1 with its last
+lines. One demo runs per database, and each start forgets the previous run's mirror of
+the (regenerated) emulator: see mailsync/demo_state.py.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from mailsync.demo_state import DemoAlreadyRunning, DemoLock, forget_mailboxes, lock_path
+
 ROOT = Path(settings.BASE_DIR)
 HOST = "127.0.0.1"
 DEMO_MAILBOX = "demo@example.com"
@@ -43,8 +47,14 @@ ADMIN_USERNAME = "admin"
 ADMIN_EMAIL = "admin@example.com"
 TAIL_LINES = 40
 STARTUP_TIMEOUT_S = 120
-STOP_TIMEOUT_S = 15
+# After Ctrl-C, how long the web server and the workers get before they are killed.
+# The workers would finish the tasks they hold, each waiting for Gmail's quota (3.5-4 s
+# measured); killing them is safe: every task may run twice, and the next start
+# forgets this run's mirror anyway (mailsync/demo_state.py). With the emulator's own
+# stop, the demo ends within 5 s of Ctrl-C.
+STOP_TIMEOUT_S = 3
 EMULATOR = "gmail-emulator"
+SECOND_DEMO_DATABASE = "DATABASE_URL=sqlite:///demo2.sqlite3"
 
 
 class Stopped(Exception):
@@ -76,6 +86,7 @@ class Child:
         self._log = self.log_path.open("a", encoding="utf-8", errors="replace")
         self._echo = echo
         self._pumps: list[threading.Thread] = []
+        self._terminated = False
         self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
             args,
             cwd=ROOT,
@@ -139,10 +150,13 @@ class Child:
             pump.join(1)
 
     def terminate(self) -> None:
-        """SIGTERM to the leader only. A qcluster leader then stops its workers once
-        they have finished the tasks they hold; the workers keep SIGTERM's default
-        action, so signalling the whole group would kill them mid-task."""
-        if self.running:
+        """SIGTERM to the leader only, and only once. A qcluster leader then stops its
+        workers once they have finished the tasks they hold; the workers keep SIGTERM's
+        default action, so signalling the whole group would kill them mid-task. A second
+        SIGTERM arriving while the leader's handler is setting its stop event deadlocks
+        it on the event's lock (measured: 1 stop in 5 hung until SIGKILL at 15 s)."""
+        if self.running and not self._terminated:
+            self._terminated = True
             with contextlib.suppress(ProcessLookupError):
                 self.process.terminate()
 
@@ -239,6 +253,8 @@ class Command(BaseCommand):
         self._refuse_bad_options(options)
         self.verbose = options["verbosity"] >= 2
         self.children: list[Child] = []
+        self.stop_times: dict[str, float] = {}
+        self.demo_lock: DemoLock | None = None
         self.stop_requested = threading.Event()
         self.log_dir = options["log_dir"] or Path(tempfile.mkdtemp(prefix="mailsync-demo-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -259,9 +275,12 @@ class Command(BaseCommand):
             ) from None
         finally:
             self._stop_all()
+            if self.demo_lock is not None:
+                self.demo_lock.release()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        self._say(f"Demo stopped. Logs are in {self.log_dir}")
+        times = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.stop_times.items())
+        self._say(f"Demo stopped ({times}). Logs are in {self.log_dir}")
 
     def _on_signal(self, signum, frame) -> None:
         # Only set the flag: writing to stdout here could re-enter a write in progress.
@@ -287,19 +306,21 @@ class Command(BaseCommand):
         still call Gmail), the emulator last."""
         emulators = [c for c in self.children if c.name == EMULATOR]
         others = [c for c in self.children if c.name != EMULATOR]
+        started = time.monotonic()
         for child in others:
             child.terminate()
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for child in others:
-            if not child.stop(deadline):
-                note = (
-                    " (the sync carries on at the next start)" if child.name == "qcluster" else ""
-                )
-                self.stderr.write(
-                    f"{child.name} did not stop within {STOP_TIMEOUT_S} s: killed{note}."
+            stopped = child.stop(deadline)
+            self.stop_times[child.name] = time.monotonic() - started
+            if not stopped:
+                self._say(
+                    f"{child.name} was still busy after {STOP_TIMEOUT_S} s: killed "
+                    "(harmless: every task may run again)."
                 )
         for child in emulators:
             child.stop(time.monotonic() + 5)
+            self.stop_times[child.name] = time.monotonic() - started
         self.children.clear()
 
     def _check(self) -> None:
@@ -316,10 +337,12 @@ class Command(BaseCommand):
 
     def _run(self, options) -> None:
         port = options["port"]
+        self._lock(port)
         if not _port_is_free(port):
             raise CommandError(
-                f"port {port} on {HOST} is in use (another demo?): stop it, or choose "
-                f"another port, e.g. `make demo DEMO_ARGS='--port {port + 1}'`."
+                f"port {port} on {HOST} is in use: stop what uses it, or choose another "
+                f"port, e.g. `make demo DEMO_ARGS='--port {port + 1}'`. (A second demo "
+                f"also needs its own database: {SECOND_DEMO_DATABASE}.)"
             )
         python = sys.executable
         manage = [python, "manage.py"]
@@ -341,6 +364,7 @@ class Command(BaseCommand):
         self._say(f"Migrating the database ({self._database_name()})...")
         self._run_to_end("migrate", [*manage, "migrate", "--noinput"], env)
         password = self._reset_admin()
+        forgotten = self._forget_previous_mirror(info)
 
         self._start("qcluster", [*manage, "qcluster"], env)
         web = self._start("web", [*manage, "runserver", f"{HOST}:{port}", "--noreload"], env)
@@ -353,7 +377,7 @@ class Command(BaseCommand):
                 raise ChildFailed(web, f"did not answer within {STARTUP_TIMEOUT_S} s")
             self._sleep(0.3)
 
-        self._banner(app_url, base_url, password, info)
+        self._banner(app_url, base_url, password, info, forgotten)
         while True:
             self._check()
             self._sleep(0.5)
@@ -405,6 +429,29 @@ class Command(BaseCommand):
             raise ChildFailed(child, "failed")
         self.children.remove(child)
 
+    def _lock(self, port: int) -> None:
+        """One demo per database: refuse clearly when another one holds it."""
+        self.demo_lock = DemoLock(lock_path())
+        try:
+            self.demo_lock.acquire(url=f"http://{HOST}:{port}/", database=self._database_name())
+        except DemoAlreadyRunning as exc:
+            holder = exc.holder
+            raise CommandError(
+                f"another demo is already running on this database ({self._database_name()}): "
+                f"pid {holder.get('pid', '?')}, {holder.get('url', '?')}, started "
+                f"{holder.get('started', '?')} (lock: {exc.path}). Stop it first (Ctrl-C in "
+                f"its terminal), or give this one its own database and port: "
+                f"{SECOND_DEMO_DATABASE} make demo DEMO_ARGS='--port {port + 1}'."
+            ) from None
+
+    def _forget_previous_mirror(self, info: dict) -> int:
+        from django.db import connections
+
+        try:
+            return forget_mailboxes([mailbox["email"] for mailbox in info["mailboxes"]])
+        finally:
+            connections.close_all()  # the workers and the web server share the file
+
     def _reset_admin(self) -> str:
         """Create the operator account, or give it a new password: printed once."""
         from django.contrib.auth import get_user_model
@@ -429,8 +476,19 @@ class Command(BaseCommand):
             return f"SQLite {db['NAME']}"
         return f"PostgreSQL {db.get('HOST') or 'localhost'}/{db['NAME']}"
 
-    def _banner(self, app_url: str, base_url: str, password: str, info: dict) -> None:
+    def _banner(
+        self, app_url: str, base_url: str, password: str, info: dict, forgotten: int
+    ) -> None:
         emails = ", ".join(mb["email"] for mb in info["mailboxes"])
+        fresh = (
+            [
+                "  The emulator is new at every start: the previous run's mirror of its",
+                f"  mailboxes was cleared ({forgotten} user{'s' if forgotten != 1 else ''}).",
+                "  Sign in again.",
+            ]
+            if forgotten
+            else []
+        )
         lines = [
             "",
             "The demo is running.",
@@ -447,6 +505,7 @@ class Command(BaseCommand):
             "  Incremental syncs every minute; the emulator adds mail and changes labels",
             "  a few times a minute.",
             f"  Logs: {self.log_dir}/*.log",
+            *fresh,
             "",
             "Press Ctrl-C to stop everything.",
             "",

@@ -11,6 +11,7 @@ from django.db import DatabaseError, connection
 
 from mailsync import sync
 from mailsync.models import SyncProgress
+from mailsync.status import mailbox_status, run_summary, run_title
 
 POLL_S = 1.0
 
@@ -58,7 +59,11 @@ class Command(BaseCommand):
             run = sync.start_health_check(target)
         else:
             run = sync.start_sync(target)
-        self.stdout.write(f"Sync run {run.pk} ({run.sync_type}) for {target}: {run.status}")
+        summary = run_summary(run)
+        self.stdout.write(
+            f"{summary['title']} (run {run.pk}, {run.sync_type}) for {target}: "
+            f"{summary['status_words']}"
+        )
         if inline:
             run = sync.run_until_finished(run)
         elif wait:
@@ -78,14 +83,13 @@ class Command(BaseCommand):
         return found
 
     def _follow(self, run: SyncProgress) -> SyncProgress:
-        from mailsync.status import run_rate_and_eta
-
         interactive = sys.stdout.isatty()
         started = time.monotonic()
         warned_no_worker = database_down = False
         while True:
             try:
                 run.refresh_from_db()
+                line, active = progress_line(run)
             except DatabaseError as exc:
                 # A database restart or failover: reconnect and keep following.
                 if not database_down:
@@ -105,26 +109,28 @@ class Command(BaseCommand):
                     "running? (manage.py qcluster)"
                 )
                 warned_no_worker = True
-            rate, eta = run_rate_and_eta(run)
-            line = _progress_line(run, rate, eta)
             self.stdout.write(
                 ("\r" + line) if interactive else line, ending="" if interactive else "\n"
             )
             self.stdout.flush()
-            if not run.is_active:
+            if not active:
                 if interactive:
                     self.stdout.write("")
+                run.refresh_from_db()
                 return run
             time.sleep(POLL_S)
 
     def _report(self, run: SyncProgress) -> None:
+        title = run_title(run)
         if run.status == SyncProgress.Status.COMPLETED:
-            self.stdout.write(self.style.SUCCESS(f"Run {run.pk} completed: {_summary(run)}."))
+            self.stdout.write(
+                self.style.SUCCESS(f"Run {run.pk} ({title}) completed: {_summary(run)}.")
+            )
             return
         if run.status == SyncProgress.Status.FAILED:
-            raise CommandError(f"Run {run.pk} failed: {run.error_message}")
+            raise CommandError(f"Run {run.pk} ({title}) failed: {run.error_message}")
         raise CommandError(
-            f"Run {run.pk} is still {run.get_status_display()}"
+            f"Run {run.pk} ({title}) is still {run_summary(run)['status_words']}"
             + (f": {run.error_message}" if run.error_message else ".")
         )
 
@@ -135,7 +141,9 @@ def _summary(run: SyncProgress) -> str:
         f", {run.num_unavailable} message(s) Gmail could not serve" if run.num_unavailable else ""
     )
     if run.sync_type == SyncProgress.SyncType.INITIAL:
-        return f"{run.num_processed} messages{unavailable}"
+        return (
+            f"{run.num_processed} messages, {run.num_fetched} downloaded from Gmail{unavailable}"
+        )
     if run.sync_type == SyncProgress.SyncType.LABELS:
         return f"{run.num_total} labels"
     changes = f"{run.num_added} added, {run.num_deleted} deleted, {run.num_relabelled} relabelled"
@@ -144,18 +152,37 @@ def _summary(run: SyncProgress) -> str:
     return changes + unavailable
 
 
-def _progress_line(run: SyncProgress, rate: float | None, eta: float | None) -> str:
-    if run.sync_type != SyncProgress.SyncType.INITIAL:
-        return f"{run.get_sync_type_display()}: {_summary(run)}  {run.get_status_display()}"
-    width = 30
-    filled = int(width * run.percentage() / 100)
-    bar = "#" * filled + "-" * (width - filled)
-    parts = [f"[{bar}] {run.num_processed}/{run.num_total} ({run.percentage()}%)"]
-    if rate:
-        parts.append(f"{rate:.1f} msg/s")
-    if eta is not None:
-        parts.append(f"ETA {int(eta)} s")
-    parts.append(run.get_status_display())
-    if run.error_message and run.is_active:
-        parts.append(run.error_message)
-    return "  ".join(parts)
+def progress_line(run: SyncProgress) -> tuple[str, bool]:
+    """The run as the user's page shows it (mailbox_status): the progress figure of a
+    full sync, the changes of other runs, the rate and time left. And whether it is
+    still active."""
+    status = mailbox_status(run.user)
+    summary = next((r for r in status["active_runs"] if r["id"] == run.pk), None)
+    if summary is None:  # finished (or superseded): its final numbers
+        run.refresh_from_db()
+        summary = run_summary(run)
+    parts = [f"{summary['title']} {summary['status_words']}"]
+    if run.sync_type == SyncProgress.SyncType.INITIAL:
+        figure = (
+            status["progress"]
+            if summary["active"]
+            else {
+                "done": summary["num_processed"],
+                "total": summary["num_total"],
+                "percentage": summary["percentage"],
+            }
+        )
+        width = 30
+        filled = width * figure["percentage"] // 100
+        bar = "#" * filled + "-" * (width - filled)
+        parts.insert(0, f"[{bar}] {figure['done']}/{figure['total']} ({figure['percentage']}%)")
+        if summary["rate"] is not None:
+            parts.append(f"{summary['rate']:.1f} msg/s")
+        if summary["eta_display"]:
+            parts.append(f"{summary['eta_display']} left")
+    else:
+        parts.append(
+            f"{summary['num_added']} new, {summary['num_deleted']} deleted, "
+            f"{summary['num_relabelled']} relabelled"
+        )
+    return "  ".join(parts), summary["active"]
