@@ -1,6 +1,7 @@
 """Benchmark: bytes per message in PostgreSQL for each body policy.
 
-For each MAILSYNC_MESSAGE_FORMAT (full, raw, metadata, minimal) the same generated
+For each MAILSYNC_MESSAGE_FORMAT (full, raw, metadata, minimal), and for full with
+MAILSYNC_SEARCH_BODY_CHARS=0 (search on subject and addresses only), the same generated
 mailbox is synced (inline, against the in-process emulator) into a scratch
 PostgreSQL database, the mirror's tables are vacuumed, and their sizes (heap, TOAST and
 every index) are divided by the number of messages. Prints one JSON line:
@@ -24,7 +25,14 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-POLICIES = ("full", "raw", "metadata", "minimal")
+# (name, MAILSYNC_MESSAGE_FORMAT, MAILSYNC_SEARCH_BODY_CHARS)
+POLICIES = (
+    ("full", "full", 2000),
+    ("full, search on subject and addresses only", "full", 0),
+    ("raw", "raw", 2000),
+    ("metadata", "metadata", 2000),
+    ("minimal", "minimal", 2000),
+)
 EMAIL = "storage@example.com"
 TABLES = {
     "messages": "mailsync_emailmessage",
@@ -73,7 +81,7 @@ def table_bytes(cursor, table: str) -> dict[str, int]:
     return {"heap": heap, "toast": toast, "indexes": indexes, "total": heap + toast + indexes}
 
 
-def measure(policy: str, count: int) -> dict:
+def measure(message_format: str, search_body_chars: int, count: int) -> dict:
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.db import connection
@@ -84,7 +92,8 @@ def measure(policy: str, count: int) -> dict:
     from mailsync.fields import decompress
     from mailsync.models import EmailMessage
 
-    settings.MAILSYNC_MESSAGE_FORMAT = policy
+    settings.MAILSYNC_MESSAGE_FORMAT = message_format
+    settings.MAILSYNC_SEARCH_BODY_CHARS = search_body_chars
     get_user_model().objects.filter(email=EMAIL).delete()  # the same mailbox, from scratch
     emulator = Emulator(EmulatorConfig(quota_user_per_minute=10**9, seed=7))
     with emulator.serve() as base_url:
@@ -135,7 +144,12 @@ def main() -> int:
     from django.db import connection
 
     connection.close()
-    result = {"policies": {policy: measure(policy, args.messages) for policy in POLICIES}}
+    result = {
+        "policies": {
+            name: measure(message_format, chars, args.messages)
+            for name, message_format, chars in POLICIES
+        }
+    }
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()

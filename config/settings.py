@@ -378,6 +378,9 @@ if MAILSYNC_MESSAGE_FORMAT not in ("full", "raw", "metadata", "minimal"):
     )
 MAILSYNC_RETRY_BACKOFF_SECONDS = _float_setting("MAILSYNC_RETRY_BACKOFF_SECONDS", 0.5)
 MAILSYNC_INCLUDE_SPAM_TRASH = _bool_setting("MAILSYNC_INCLUDE_SPAM_TRASH", True)
+# Characters of each message's text that full-text search covers (PostgreSQL): the
+# search vector is the biggest part of a stored message; 0 = subject and addresses only.
+MAILSYNC_SEARCH_BODY_CHARS = _int_setting("MAILSYNC_SEARCH_BODY_CHARS", 2000)
 MAILSYNC_QUOTA_USER_PER_MINUTE = _int_setting("MAILSYNC_QUOTA_USER_PER_MINUTE", 15_000, 1)
 MAILSYNC_QUOTA_PROJECT_PER_MINUTE = _int_setting("MAILSYNC_QUOTA_PROJECT_PER_MINUTE", 1_200_000, 1)
 MAILSYNC_INCREMENTAL_INTERVAL_MINUTES = _int_setting(

@@ -24,6 +24,7 @@ from .status import format_duration, label_display_name, run_rate_and_eta
 # and other ids are alphanumeric): exact lookups on two indexes, nearly free.
 _ID_LIKE = re.compile(r"[A-Za-z0-9_-]{6,64}")
 
+
 def progress_bar(percentage: int, label: str = "") -> str:
     """A small bar for list columns; the width is an int and every text is escaped."""
     percentage = max(0, min(100, int(percentage)))

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import google.auth.exceptions
@@ -267,10 +267,12 @@ class GmailClient:
 
     def get_labels(self, label_ids: Iterable[str]) -> BatchResult:
         """users.labels.get for many labels in batches (1 unit each): with counters."""
+        labels = self.service.users().labels()
         return self._batch(
-            "users.labels.get",
-            list(label_ids),
-            lambda label_id: self.service.users().labels().get(userId="me", id=label_id),
+            [
+                Part(label_id, "users.labels.get", partial(labels.get, userId="me", id=label_id))
+                for label_id in label_ids
+            ]
         )
 
     def list_message_ids(
@@ -304,25 +306,53 @@ class GmailClient:
         `probe_id`, a message Gmail served before, is asked for too (format=minimal):
         `probe_ok` then says whether Gmail serves messages at all right now, which
         tells a message that fails alone from an outage."""
+        return self.fetch(message_ids, (), fmt=fmt, probe_id=probe_id).messages
+
+    def fetch(
+        self,
+        message_ids: Iterable[str],
+        thread_ids: Iterable[str],
+        fmt: str | None = None,
+        probe_id: str | None = None,
+    ) -> Fetched:
+        """Messages (users.messages.get, 5 units each) and whole threads
+        (users.threads.get, 10 units each: every message of the thread) in one batch
+        request of up to 100 parts. threads.get has no raw form: a raw policy gets
+        threads parsed (format=full). See `get_messages` for `probe_id`."""
         fmt = fmt or settings.MAILSYNC_MESSAGE_FORMAT
-        messages = self.service.users().messages()  # built once: each build costs ~0.5 ms
-        ids = list(message_ids)
-        if probe_id is not None and probe_id not in ids:
-            ids.append(probe_id)
-        else:
-            probe_id = None
-        result = self._batch(
-            "users.messages.get",
-            ids,
-            lambda mid: messages.get(
-                userId="me", id=mid, format="minimal" if mid == probe_id else fmt
-            ),
-        )
-        if probe_id is not None:
-            result.probe_ok = result.found.pop(probe_id, None) is not None
-            result.gone.discard(probe_id)
-            result.failed.pop(probe_id, None)
-        return result
+        users = self.service.users()
+        messages, threads = users.messages(), users.threads()  # built once: ~0.5 ms each
+        parts = [
+            Part(
+                f"m:{mid}",
+                "users.messages.get",
+                partial(messages.get, userId="me", id=mid, format=fmt),
+            )
+            for mid in dict.fromkeys(message_ids)
+        ]
+        thread_format = "full" if fmt == "raw" else fmt
+        parts += [
+            Part(
+                f"t:{tid}",
+                "users.threads.get",
+                partial(threads.get, userId="me", id=tid, format=thread_format),
+            )
+            for tid in dict.fromkeys(thread_ids)
+        ]
+        probing = probe_id is not None and f"m:{probe_id}" not in {p.key for p in parts}
+        if probing:
+            parts.append(
+                Part(
+                    "probe",
+                    "users.messages.get",
+                    partial(messages.get, userId="me", id=probe_id, format="minimal"),
+                )
+            )
+        result = self._batch(parts)
+        fetched = Fetched(messages=_keyed(result, "m:"), threads=_keyed(result, "t:"))
+        if probing:
+            fetched.messages.probe_ok = "probe" in result.found
+        return fetched
 
     def get_attachment(self, message_id: str, attachment_id: str) -> bytes:
         """users.messages.attachments.get (5 units): the decoded bytes of one attachment.
@@ -385,19 +415,20 @@ class GmailClient:
             log.info("user %s: stopping the push watch failed (ignored): %s", self.user_id, exc)
 
     # -- batches: only the failed parts are sent again --
-    def _batch(
-        self, method: str, ids: list[str], make_request: Callable[[str], Any]
-    ) -> BatchResult:
-        if len(ids) > 100:
+    def _batch(self, parts: list[Part]) -> BatchResult:
+        """Send parts in one batch request; parts that fail (429, 5xx) are sent again,
+        alone, until they succeed or the wait would pass the deadline."""
+        parts = list({part.key: part for part in parts}.values())
+        if len(parts) > 100:
             raise ValueError("Gmail accepts at most 100 parts per batch")
         result = BatchResult()
-        pending = list(dict.fromkeys(ids))
+        pending = parts
         deadline = time.monotonic() + self.max_wait_s
         for attempt in range(MAX_ATTEMPTS):
             if not pending:
                 break
-            errors = self._send_batch(method, pending, make_request, result)
-            pending = list(errors)
+            errors = self._send_batch(pending, result)
+            pending = [part for part in pending if part.key in errors]
             if not pending:
                 break
             worst = _most_urgent(errors.values())
@@ -408,11 +439,13 @@ class GmailClient:
                 break
         return result
 
-    def _send_batch(self, method, ids, make_request, result: BatchResult) -> dict[str, GmailError]:
-        self._reserve(quota.COSTS[method] * len(ids))
+    def _send_batch(self, parts: list[Part], result: BatchResult) -> dict[str, GmailError]:
+        self._reserve(sum(quota.COSTS[part.method] for part in parts))
+        methods = {part.key: part.method for part in parts}
         errors: dict[str, GmailError] = {}
 
         def on_part(request_id: str, response: dict | None, exc: HttpError | None) -> None:
+            method = methods[request_id]
             if exc is None:
                 metrics.gmail_call(method, 200, quota.COSTS[method])
                 result.found[request_id] = response or {}
@@ -425,8 +458,8 @@ class GmailClient:
                 errors[request_id] = error
 
         batch = BatchHttpRequest(callback=on_part, batch_uri=self.batch_uri)
-        for part_id in ids:
-            batch.add(make_request(part_id), request_id=part_id)
+        for part in parts:
+            batch.add(part.request(), request_id=part.key)
         try:
             with _transport_errors_named():
                 batch.execute()
@@ -435,14 +468,41 @@ class GmailClient:
             _count_failure("batch", whole, 0)
             if isinstance(whole, (AccessRevoked, DailyQuotaExhausted, PermanentError)):
                 raise whole from exc
-            return {part_id: whole for part_id in ids if part_id not in result.found}
+            return {part.key: whole for part in parts if part.key not in result.found}
         except TransientError as whole:
             _count_failure("batch", whole, 0)
-            return {part_id: whole for part_id in ids if part_id not in result.found}
+            return {part.key: whole for part in parts if part.key not in result.found}
         for error in errors.values():
             if isinstance(error, (AccessRevoked, DailyQuotaExhausted)):
                 raise error
         return errors
+
+
+@dataclass(frozen=True)
+class Part:
+    """One request of a batch: its key in the batch and in the BatchResult."""
+
+    key: str
+    method: str  # for its quota cost (quota.COSTS) and the metrics
+    request: Callable[[], Any]
+
+
+@dataclass
+class Fetched:
+    """A batch of messages and threads: each a BatchResult keyed by Gmail id."""
+
+    messages: BatchResult
+    threads: BatchResult
+
+
+def _keyed(result: BatchResult, prefix: str) -> BatchResult:
+    """The parts of `result` whose key starts with `prefix`, keyed without it."""
+    cut = len(prefix)
+    return BatchResult(
+        found={k[cut:]: v for k, v in result.found.items() if k.startswith(prefix)},
+        gone={k[cut:] for k in result.gone if k.startswith(prefix)},
+        failed={k[cut:]: v for k, v in result.failed.items() if k.startswith(prefix)},
+    )
 
 
 def _count_failure(method: str, error: GmailError, units: int) -> None:

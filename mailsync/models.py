@@ -198,6 +198,10 @@ class SyncProgress(models.Model):
     start_history_id = models.CharField(max_length=32, blank=True, default="")
     next_page_token = models.TextField(blank=True, default="")
     listing_completed = models.BooleanField(default=False)
+    # A first listing lists the INBOX first (newest first), so the inbox arrives in
+    # seconds; then everything. `inbox_pages` = pages the INBOX took.
+    inbox_listed = models.BooleanField(default=False)
+    inbox_pages = models.PositiveIntegerField(default=0)
     pages_listed = models.PositiveIntegerField(default=0)
     num_processed = models.PositiveIntegerField(default=0)
     num_total = models.PositiveIntegerField(default=0)

@@ -39,6 +39,7 @@ COSTS = {
     "users.labels.get": 1,
     "users.messages.list": 5,
     "users.messages.get": 5,
+    "users.threads.get": 10,
     "users.messages.attachments.get": 5,
     "users.history.list": 2,
     "users.watch": 100,

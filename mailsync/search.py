@@ -2,7 +2,9 @@
 
 Each fetched message gets a weighted ``tsvector`` in ``EmailMessage.search_vector``,
 built from what :func:`search_document` returns: the subject (weight A), the sender
-(B), the recipients (C) and the first ``BODY_CHARS`` characters of the text (D). It is
+(B), the recipients (C) and the first MAILSYNC_SEARCH_BODY_CHARS characters of the text
+(D): the vector is most of a message's row, so the bound is a setting (see
+bench/bench_storage.py and docs/scaling.md). It is
 filled when a batch is stored (:func:`fill_search_vectors`, called by
 ``mailsync.sync.batches.store_messages``) and for older rows by
 ``manage.py fill_search_vectors``. The search never reads the body columns, so they
@@ -22,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.contrib.postgres.search import SearchQuery
 from django.db import connection
 from django.db.models import Q, QuerySet
@@ -31,8 +34,6 @@ from .mailbox import PAGE_SIZE, Cursor, Page, newest_first, newest_keys, page_of
 from .models import EmailMessage
 
 CONFIG = "simple"
-# The start of the text is what people search for; a bound keeps every vector small.
-BODY_CHARS = 4000
 HEADER_CHARS = 2000
 # Longer queries are cut: no one types more, and each word costs a LIKE on SQLite.
 MAX_QUERY_CHARS = 200
@@ -67,13 +68,14 @@ def search_document(
     body is used, and without either (a message fetched as metadata) Gmail's snippet.
     Returns ``{"A": subject, "B": sender, "C": recipients, "D": body}``.
     """
-    body = body_text or (html_to_text(body_html[: BODY_CHARS * 4]) if body_html else "")
+    limit = settings.MAILSYNC_SEARCH_BODY_CHARS
+    body = body_text or (html_to_text(body_html[: limit * 4]) if body_html and limit else "")
     body = body or snippet
     return {
         "A": subject[:HEADER_CHARS],
         "B": _with_address_parts(sender[:HEADER_CHARS]),
         "C": _with_address_parts(recipients[:HEADER_CHARS]),
-        "D": body[:BODY_CHARS],
+        "D": body[:limit] if limit else "",
     }
 
 

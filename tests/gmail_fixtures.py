@@ -135,3 +135,26 @@ def clusters():
     yield Starter()
     for cluster in started:
         cluster.close()
+
+
+def list_everything(user, run=None):
+    """Start a full sync (or take `run`) and run it until its listing is complete,
+    fetching nothing: returns the run and the steps that carry it on (the check of
+    what the listing did not show, and one fetch chain per free batch slot)."""
+    from mailsync import sync
+    from mailsync.models import BatchSlot
+
+    run = run or sync.start_initial_sync(user)
+    queue, rest = list(sync.resume_steps(run)), []
+    while queue:
+        step = queue.pop(0)
+        if step.stage in ("fetch_batch", "verify_unlisted"):
+            rest.append(step)
+        else:
+            queue.extend(sync.run_step(step))
+    run.refresh_from_db()
+    assert run.listing_completed, "the listing did not complete"
+    # The fetch chains queued along the way are dropped: their slots are free again.
+    BatchSlot.objects.filter(user=user).update(leased_until=None)
+    verify = [step for step in rest if step.stage == "verify_unlisted"][:1]
+    return run, verify + sync.fill_batch_slots(user.pk)

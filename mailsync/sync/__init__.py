@@ -14,7 +14,9 @@ any step may run twice, or be lost and re-created by the watchdog, harmlessly.
 | `runs` | starting runs (one active per user and type), ending them, notes on them |
 | `labels` | labels with their metadata; messages' label links |
 | `initial` | the full sync: profile, labels, listing page by page |
-| `batches` | batch slots, atomic claims, one batch request per step, storing messages |
+| `claims` | atomic claims of the next batch: messages alone, threads whole |
+| `batches` | batch slots, one batch request per step |
+| `store` | storing a batch: messages, labels, totals, failures, progress |
 | `completion` | when a run is done |
 | `incremental` | history pages |
 | `resync` | re-listing and label rescans (expired history, health check) |
@@ -24,7 +26,8 @@ any step may run twice, or be lost and re-created by the watchdog, harmlessly.
 
 from __future__ import annotations
 
-from .batches import claim_messages, fetch_batch, fill_batch_slots, store_messages
+from .batches import fetch_batch, fill_batch_slots
+from .claims import claim_messages, claim_work
 from .completion import complete_incremental_if_done, complete_initial_sync_if_done
 from .incremental import apply_history_page, incremental_sync
 from .initial import begin_initial_sync, list_page
@@ -47,6 +50,7 @@ from .runs import (
     start_sync,
 )
 from .steps import PRIORITY_STAGES, Step, enqueue
+from .store import store_messages
 
 __all__ = [
     "PRIORITY_STAGES",
@@ -60,6 +64,7 @@ __all__ = [
     "begin_health_check",
     "begin_initial_sync",
     "claim_messages",
+    "claim_work",
     "claimable_messages",
     "complete_incremental_if_done",
     "complete_initial_sync_if_done",

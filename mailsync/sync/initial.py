@@ -11,6 +11,7 @@ from django.utils import timezone
 from .. import counters, gmail, signals
 from ..models import EmailMessage, SyncProgress
 from .batches import fill_batch_slots
+from .claims import LISTING_ORDER_PAGE_STRIDE
 from .completion import complete_initial_sync_if_done, refresh_counts
 from .labels import import_labels, label_pks_for, set_labels
 from .pending import retry_failed_messages
@@ -21,8 +22,6 @@ from .steps import Step
 User = get_user_model()
 Status = SyncProgress.Status
 
-# listing_order of a message = page index * this + position on the page.
-LISTING_ORDER_PAGE_STRIDE = 1000
 # Rows a listing did not show, checked with Gmail per step (one batch request).
 VERIFY_CHUNK = 100
 
@@ -52,17 +51,25 @@ def begin_initial_sync(user_id: int, run_id: int) -> list[Step]:
 
 
 def list_page(user_id: int, run_id: int) -> list[Step]:
-    """Stage 2: list one page of message ids into unfetched rows; save the page token."""
+    """Stage 2: list one page of message ids into unfetched rows; save the page token.
+    A first listing lists the INBOX first, then the whole mailbox (see claims.py)."""
     run = SyncProgress.objects.filter(pk=run_id, status=Status.IN_PROGRESS).first()
     if run is None or run.listing_completed:
         return fill_batch_slots(user_id)
-    token = run.next_page_token
+    token, inbox_phase = run.next_page_token, not run.inbox_listed
     page = gmail.GmailClient(user_id).list_message_ids(
-        page_token=token, include_spam_trash=settings.MAILSYNC_INCLUDE_SPAM_TRASH
+        page_token=token,
+        include_spam_trash=settings.MAILSYNC_INCLUDE_SPAM_TRASH and not inbox_phase,
+        label_id="INBOX" if inbox_phase else None,
     )
     with transaction.atomic():
         run = SyncProgress.objects.select_for_update().get(pk=run_id)
-        if run.next_page_token != token or run.listing_completed or not run.is_active:
+        if (
+            run.next_page_token != token
+            or run.inbox_listed != (not inbox_phase)
+            or run.listing_completed
+            or not run.is_active
+        ):
             return []  # a duplicate delivery of this step already stored this page
         counters.lock(user_id)
         base = run.pages_listed * LISTING_ORDER_PAGE_STRIDE
@@ -92,7 +99,11 @@ def list_page(user_id: int, run_id: int) -> list[Step]:
         run.next_page_token = page.next_page_token
         run.pages_listed += 1
         run.num_added += len(new)
-        run.listing_completed = not page.next_page_token
+        if inbox_phase and not page.next_page_token:
+            # The INBOX is listed (and being fetched): now the whole mailbox.
+            run.inbox_listed, run.inbox_pages = True, run.pages_listed
+        else:
+            run.listing_completed = not page.next_page_token
         refresh_counts(run)
         run.save()
     clear_failure_notes(user_id)

@@ -43,6 +43,8 @@ def fall_back_to_full_resync(
         next_page_token="",
         pages_listed=0,
         listing_completed=False,
+        inbox_listed=True,  # a resync lists everything at once: most of it is there
+        inbox_pages=0,
         unlisted_verified=False,
         rescan_completed=False,
         error_message=note,

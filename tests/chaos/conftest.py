@@ -14,8 +14,8 @@ from django_q.models import Schedule
 from mailsync.schedules import ensure_schedules
 from tests.cluster import ROOT
 
-# messages.get, plain or as a batch part.
-MESSAGE_GET = r"^/gmail/v1/users/me/messages/[0-9a-f]+$"
+# messages.get and threads.get, plain or as batch parts: a Gmail outage.
+MESSAGE_GET = r"^/gmail/v1/users/me/(messages|threads)/[0-9a-f]+$"
 
 
 @pytest.fixture

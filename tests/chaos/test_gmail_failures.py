@@ -56,8 +56,15 @@ def test_a_poison_message_does_not_block_a_new_mailbox(
     connected_mailbox, emulator, clusters, command, schedules
 ):
     user, _ = connected_mailbox(count=300)
-    poison = sorted(emulator.snapshot(user.email)["messages"])[100]
-    emulator.script_fault(rf"/messages/{poison}$", count=10**9, status=500, reason="backendError")
+    messages = emulator.snapshot(user.email)["messages"]
+    poison = sorted(messages)[100]
+    # Gmail fails it alone, and its thread with it.
+    emulator.script_fault(
+        rf"/(messages/{poison}|threads/{messages[poison]['threadId']})$",
+        count=10**9,
+        status=500,
+        reason="backendError",
+    )
     env = cluster_env(
         emulator, MAILSYNC_MESSAGE_RETRY_SECONDS="1", MAILSYNC_RETRY_BACKOFF_SECONDS="0.2"
     )

@@ -8,11 +8,12 @@ from django.utils import timezone
 
 from mailsync import counters, sync
 from mailsync.models import EmailMessage, SyncProgress
-from tests.gmail_fixtures import assert_exact_mirror
+from tests.gmail_fixtures import assert_exact_mirror, list_everything
 
 pytestmark = pytest.mark.django_db
 
-MESSAGE_GET = r"^/gmail/v1/users/me/messages/[0-9a-f]+$"
+# messages.get and threads.get, plain or as batch parts: a Gmail outage.
+MESSAGE_GET = r"^/gmail/v1/users/me/(messages|threads)/[0-9a-f]+$"
 
 
 @pytest.fixture
@@ -26,11 +27,7 @@ def quick_retries(settings):
 
 def listed(user) -> SyncProgress:
     """Start a full sync and run it up to its listing (nothing fetched yet)."""
-    run = sync.start_initial_sync(user)
-    steps = sync.run_step(sync.resume_steps(run)[0])  # profile and labels
-    sync.run_step(steps[0])  # the listing's single page; its follow-ups are dropped
-    run.refresh_from_db()
-    return run
+    return list_everything(user)[0]
 
 
 def assert_counts_exact(user) -> None:
@@ -42,8 +39,15 @@ def test_a_message_gmail_cannot_serve_does_not_block_the_mailbox(
 ):
     user, _ = connected_mailbox(count=120)
     run = listed(user)
-    poison = EmailMessage.objects.filter(user=user).order_by("listing_order")[7].gmail_id
-    emulator.script_fault(rf"/messages/{poison}$", count=10**6, status=500, reason="backendError")
+    poison_row = EmailMessage.objects.filter(user=user).order_by("listing_order")[7]
+    poison = poison_row.gmail_id
+    # Gmail fails it alone, and its thread with it.
+    emulator.script_fault(
+        rf"/(messages/{poison}|threads/{poison_row.thread_id})$",
+        count=10**6,
+        status=500,
+        reason="backendError",
+    )
 
     run = sync.run_until_finished(run, timeout_s=60)
 

@@ -7,7 +7,7 @@ from django.core.management import call_command
 
 from mailsync import sync
 from mailsync.models import EmailMessage, SyncProgress
-from tests.gmail_fixtures import assert_exact_mirror
+from tests.gmail_fixtures import assert_exact_mirror, list_everything
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +33,8 @@ def test_initial_sync_mirrors_the_whole_mailbox(connected_mailbox, emulator):
     assert user.gmail_history_id == profile_history_id
     assert user.last_full_sync_at is not None
     assert run.num_total == run.num_processed == 620
-    assert run.pages_listed == 2
+    assert run.inbox_pages == 1  # the INBOX first, then the whole mailbox
+    assert run.pages_listed == 3
     # Every message was fetched exactly once.
     assert set(emulator.stats()["fetches"].values()) == {1}
 
@@ -96,8 +97,7 @@ def test_rate_limited_parts_are_retried(connected_mailbox, emulator):
 def test_a_message_deleted_after_listing_is_gone_not_an_error(connected_mailbox, emulator):
     user, _ = connected_mailbox(count=60)
     run = sync.start_initial_sync(user)
-    steps = sync.run_step(sync.resume_steps(run)[0])  # profile and labels
-    steps = sync.run_step(steps[0])  # the single listing page
+    run, steps = list_everything(user, run)
     victim = EmailMessage.objects.filter(user=user).order_by("listing_order").first().gmail_id
     emulator.delete_message(user.email, victim)
     sync.run_inline(steps)
@@ -193,8 +193,7 @@ def test_messages_held_by_a_dead_worker_are_fetched_when_its_lease_runs_out(
 
     user, _ = connected_mailbox(count=30)
     run = sync.start_initial_sync(user)
-    steps = sync.run_step(sync.resume_steps(run)[0])
-    steps = sync.run_step(steps[0])  # listed
+    run, steps = list_everything(user, run)
     # A first listing leaves nothing unlisted to check; what that step starts is dropped.
     sync.run_step(next(step for step in steps if step.stage == "verify_unlisted"))
     # A worker claimed everything and was killed.

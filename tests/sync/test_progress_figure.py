@@ -71,7 +71,6 @@ def test_batches_stored_by_two_workers_all_count_before_the_run_completes(connec
     the transaction that stores it, so the run cannot complete without them (600
     messages once showed 550 downloaded)."""
     from mailsync import gmail
-    from mailsync.sync import batches
 
     user, _ = connected_mailbox(count=100)
     run = sync.start_initial_sync(user)
@@ -83,14 +82,14 @@ def test_batches_stored_by_two_workers_all_count_before_the_run_completes(connec
     client = gmail.GmailClient(user.pk)
 
     def claim_and_fetch() -> tuple:
-        pks = {row.gmail_id: row.pk for row in batches.claim_messages(user.pk, 50)}
+        pks = {row.gmail_id: row.pk for row in sync.claim_messages(user.pk, 50)}
         return pks, client.get_messages(list(pks))
 
     first = claim_and_fetch()  # worker A
     second = claim_and_fetch()  # worker B
-    batches.store_messages(user.pk, *first)
+    sync.store_messages(user.pk, *first)
     assert not sync.complete_initial_sync_if_done(user.pk)  # B's batch is not stored yet
-    batches.store_messages(user.pk, *second)
+    sync.store_messages(user.pk, *second)
     assert sync.complete_initial_sync_if_done(user.pk)
 
     run.refresh_from_db()

@@ -6,7 +6,7 @@ import pytest
 
 from mailsync import quota, sync
 from mailsync.models import EmailMessage, SyncProgress
-from tests.gmail_fixtures import assert_exact_mirror
+from tests.gmail_fixtures import assert_exact_mirror, list_everything
 
 pytestmark = pytest.mark.django_db
 
@@ -14,8 +14,7 @@ pytestmark = pytest.mark.django_db
 def test_daily_limit_pauses_the_run_visibly_and_loses_nothing(connected_mailbox, emulator):
     user, _ = connected_mailbox(count=120)
     run = sync.start_initial_sync(user)
-    steps = sync.run_step(sync.resume_steps(run)[0])
-    steps = sync.run_step(steps[0])  # listed: 120 unfetched rows
+    run, steps = list_everything(user, run)  # listed: 120 unfetched rows
     emulator.set_daily_limit_exceeded(user.email, True)
     fetches = [step for step in steps if step.stage == "fetch_batch"]
     follow_up = [s for step in fetches for s in sync.run_step(step)]

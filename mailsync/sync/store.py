@@ -1,0 +1,349 @@
+"""Storing a fetched batch: one transaction per batch that writes the messages, their
+label links and search vectors, deletes what Gmail no longer has, charges failures to
+the messages that failed alone, and moves the mailbox totals and the runs' progress.
+
+Threads fetched whole are folded into the batch first: their claimed messages are
+stored like the rest, and a member the mirror has no row for (the listing has not
+reached it, it arrived since, or it is in SPAM/TRASH) gets one, stored fetched, so it
+is never fetched again (unless the mirror leaves out spam and trash).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Min, Q
+from django.utils import timezone
+
+from .. import counters, gmail, metrics, signals
+from ..models import EmailMessage, SyncProgress
+from ..parsing import ParsedMessage, parse_message
+from ..search import fill_search_vectors
+from .claims import Claimed
+from .completion import refresh_counts
+from .labels import label_pks_for, set_labels
+from .runs import SyncType, clear_failure_notes
+
+Status = SyncProgress.Status
+# Labels a mirror without spam and trash leaves out (MAILSYNC_INCLUDE_SPAM_TRASH=false).
+SPAM_AND_TRASH = {"SPAM", "TRASH"}
+
+
+@dataclass
+class StoreOutcome:
+    fetched: int = 0
+    gone: int = 0
+    created: int = 0  # rows made for members of whole threads the mirror did not have
+    failed_alone: int = 0  # failed while Gmail served others: counted on the message
+    unavailable: int = 0  # of those, given up on (for now)
+    # Nothing was served and Gmail failed as a whole (or refused for rate): the
+    # error to wait out. No message was charged with a failure.
+    outage: gmail.GmailError | None = None
+    errors: dict[str, gmail.GmailError] = field(default_factory=dict)
+
+
+def store_messages(
+    user_id: int,
+    pks: dict[str, int],
+    result: gmail.BatchResult,
+    threads: gmail.BatchResult | None = None,
+    members: dict[str, list[Claimed]] | None = None,
+) -> StoreOutcome:
+    """Write a fetched batch in one transaction: an UPDATE per message, the label links
+    (only where they changed), gone messages deleted, failures charged to the
+    messages that failed alone, the mailbox totals and the runs' progress.
+
+    `pks` maps every claimed message (Gmail id) to its row; `threads` is the answer to
+    the threads fetched whole, `members` their claimed messages (see claims.Work)."""
+    claimed = dict(pks)
+    # Which failures tell "this message" from "Gmail": see _charge_failures.
+    singles_served = bool(result.found or result.gone or result.probe_ok)
+    any_served = singles_served or bool(threads and (threads.found or threads.gone))
+    in_threads = {row.gmail_id for rows in (members or {}).values() for row in rows}
+    result, extra = _fold_threads(pks, result, threads, members or {})
+    parsed: dict[str, ParsedMessage] = {}
+    errors = dict(result.failed)
+    for message_id, data in [*result.found.items(), *extra.items()]:
+        try:
+            message = parse_message(data)
+        except ValueError as exc:  # no id at all: nothing to store it under
+            errors[message_id] = gmail.PermanentError(f"unparseable answer: {exc}")
+            continue
+        if message.gmail_id in pks or message_id in extra:
+            parsed[message.gmail_id] = message
+    outcome = StoreOutcome(errors={m: e for m, e in errors.items() if m in pks})
+    if outcome.errors and not any_served:
+        outcome.outage = _most_telling(outcome.errors.values())
+    with transaction.atomic():
+        counters.lock(user_id)
+        pks = {**pks, **_rows_for_new_members(user_id, pks, parsed, members or {}, outcome)}
+        parsed_rows = [p for p in parsed.values() if p.gmail_id in pks]
+        label_pks = label_pks_for(user_id, {lid for p in parsed_rows for lid in p.label_ids})
+        newly_fetched = dict(
+            EmailMessage.objects.filter(
+                pk__in=[pks[p.gmail_id] for p in parsed_rows], internal_date__isnull=True
+            ).values_list("pk", "unavailable_since")
+        )
+        served_again = sum(1 for since in newly_fetched.values() if since is not None)
+        # One UPDATE per row: bulk_update's CASE expressions over 19 columns cost
+        # several times more (measured 120-215 ms against 12-26 ms for 50 rows).
+        for p in parsed_rows:
+            EmailMessage.objects.filter(pk=pks[p.gmail_id]).update(**_fetched_fields(p))
+        relabelled = set_labels({pks[p.gmail_id]: p.label_ids for p in parsed_rows}, label_pks)
+        fill_search_vectors(pks[p.gmail_id] for p in parsed_rows)
+        gone = [pks[g] for g in result.gone if g in pks]
+        lost = counters.states_of(user_id, Q(pk__in=gone))
+        _signal_changes(user_id, pks, newly_fetched, relabelled, gone)
+        EmailMessage.objects.filter(pk__in=gone).delete()
+        _charge_failures(
+            user_id,
+            pks,
+            outcome.errors,
+            lambda m: any_served if m in in_threads else singles_served,
+            outcome,
+        )
+        # Claimed, but neither in the answer nor failed (a thread gone, or that no
+        # longer holds the message): free to be fetched alone.
+        answered = {*parsed, *result.gone, *outcome.errors}
+        EmailMessage.objects.filter(
+            pk__in=[pk for gmail_id, pk in claimed.items() if gmail_id not in answered],
+            internal_date__isnull=True,
+        ).update(claimed_until=None, claim_slot=None)
+        counters.add(
+            user_id,
+            messages=outcome.created - lost.messages,
+            fetched=len(newly_fetched) - lost.fetched,
+            unavailable=outcome.unavailable - lost.unavailable - served_again,
+        )
+        outcome.fetched, outcome.gone = len(newly_fetched), lost.messages
+        if parsed_rows or gone:
+            _record_batch_progress(user_id, downloaded=len(parsed_rows))
+    if parsed_rows or gone:
+        clear_failure_notes(user_id)
+    metrics.messages_fetched(outcome.fetched)
+    metrics.messages_unavailable(outcome.unavailable)
+    return outcome
+
+
+def _fold_threads(
+    pks: dict[str, int],
+    result: gmail.BatchResult,
+    threads: gmail.BatchResult | None,
+    members: dict[str, list[Claimed]],
+) -> tuple[gmail.BatchResult, dict[str, dict]]:
+    """The batch as messages: a whole thread's claimed messages are found (or fail with
+    it); its other members are returned apart (Gmail id -> resource). A thread that is
+    gone, or a claimed message missing from its thread, is neither found nor failed:
+    its claim is released, and it is fetched alone next time."""
+    if threads is None:
+        return result, {}
+    folded = gmail.BatchResult(
+        found=dict(result.found),
+        gone=set(result.gone),
+        failed=dict(result.failed),
+        probe_ok=result.probe_ok,
+    )
+    extra: dict[str, dict] = {}
+    for thread_id, claimed in members.items():
+        if thread_id in threads.failed:
+            for row in claimed:
+                folded.failed[row.gmail_id] = threads.failed[thread_id]
+            continue
+        for message in (threads.found.get(thread_id) or {}).get("messages") or []:
+            if not isinstance(message, dict) or not message.get("id"):
+                continue
+            target = folded.found if message["id"] in pks else extra
+            target[message["id"]] = message
+    return folded, extra
+
+
+def _rows_for_new_members(
+    user_id: int,
+    pks: dict[str, int],
+    parsed: dict[str, ParsedMessage],
+    members: dict[str, list[Claimed]],
+    outcome: StoreOutcome,
+) -> dict[str, int]:
+    """Rows for the members of whole threads that were not claimed: existing rows are
+    stored too; missing ones are created (counted in `outcome.created`), except spam
+    and trash when the mirror leaves them out."""
+    extra = [p for gmail_id, p in parsed.items() if gmail_id not in pks]
+    if not extra:
+        return {}
+    rows = dict(
+        EmailMessage.objects.filter(
+            user_id=user_id, gmail_id__in=[p.gmail_id for p in extra]
+        ).values_list("gmail_id", "pk")
+    )
+    orders = dict(
+        EmailMessage.objects.filter(pk__in=pks.values())
+        .values_list("thread_id")
+        .annotate(first=Min("listing_order"))
+    )
+    new = [
+        EmailMessage(
+            user_id=user_id,
+            gmail_id=p.gmail_id,
+            thread_id=p.thread_id,
+            listing_order=orders.get(p.thread_id, 0),
+        )
+        for p in extra
+        if p.gmail_id not in rows
+        and (settings.MAILSYNC_INCLUDE_SPAM_TRASH or not SPAM_AND_TRASH & set(p.label_ids))
+    ]
+    EmailMessage.objects.bulk_create(new, ignore_conflicts=True)
+    outcome.created = len(new)
+    rows.update(
+        EmailMessage.objects.filter(
+            user_id=user_id, gmail_id__in=[m.gmail_id for m in new]
+        ).values_list("gmail_id", "pk")
+    )
+    return rows
+
+
+def _signal_changes(
+    user_id: int,
+    pks: dict[str, int],
+    newly_fetched: dict[int, object],
+    relabelled: set[int],
+    gone: list[int],
+) -> None:
+    """First fetches are additions; a re-fetch whose labels differ is a change; a
+    fetched message Gmail no longer has is a deletion (sent after commit)."""
+    ids = {pk: gmail_id for gmail_id, pk in pks.items()}
+    signals.added(user_id, (ids[pk] for pk in newly_fetched))
+    signals.changed(user_id, (ids[pk] for pk in relabelled if pk not in newly_fetched))
+    signals.deleted(
+        user_id,
+        EmailMessage.objects.filter(pk__in=gone, internal_date__isnull=False).values_list(
+            "gmail_id", flat=True
+        ),
+    )
+
+
+def _charge_failures(
+    user_id: int,
+    pks: dict[str, int],
+    errors: dict[str, gmail.GmailError],
+    served_alike: Callable[[str], bool],
+    outcome: StoreOutcome,
+) -> None:
+    """A message that failed while Gmail served others of its kind (`served_alike`:
+    other messages for a message fetched alone, anything for a thread's member) is
+    charged a failure and waits longer before each new attempt; after
+    MAILSYNC_UNAVAILABLE_AFTER_ATTEMPTS it is unavailable. Rate limits and outages
+    charge nothing: the claim is released (after an outage, once the outage wait
+    has passed, so the chain does not hammer a failing Gmail)."""
+    now = timezone.now()
+    charged = {
+        message_id: error
+        for message_id, error in errors.items()
+        if served_alike(message_id) and not isinstance(error, gmail.RateLimited)
+    }
+    spared = [m for m in errors if m not in charged]
+    # Gmail down as a whole: the run waits it out (runs.note_failure); part of it
+    # down (the messages, not the threads): these wait, so the chain goes on.
+    waits = [
+        m for m in spared if outcome.outage is None and isinstance(errors[m], gmail.TransientError)
+    ]
+    EmailMessage.objects.filter(pk__in=[pks[m] for m in spared if m not in waits]).update(
+        claimed_until=None, claim_slot=None
+    )
+    EmailMessage.objects.filter(pk__in=[pks[m] for m in waits]).update(
+        claimed_until=now + dt.timedelta(seconds=settings.MAILSYNC_OUTAGE_RETRY_SECONDS),
+        claim_slot=None,
+    )
+    if not charged:
+        return
+    failures = dict(
+        EmailMessage.objects.filter(pk__in=[pks[m] for m in charged]).values_list(
+            "pk", "fetch_failures"
+        )
+    )
+    for message_id, error in charged.items():
+        pk = pks[message_id]
+        if pk not in failures:
+            continue  # deleted meanwhile (history)
+        attempts = failures[pk] + 1
+        row = EmailMessage.objects.filter(pk=pk)
+        if attempts >= settings.MAILSYNC_UNAVAILABLE_AFTER_ATTEMPTS:
+            row.update(
+                fetch_failures=attempts,
+                last_fetch_error=str(error)[:2000],
+                unavailable_since=now,
+                claimed_until=None,
+            )
+            outcome.unavailable += 1
+        else:
+            wait = settings.MAILSYNC_MESSAGE_RETRY_SECONDS * 2 ** (attempts - 1)
+            row.update(
+                fetch_failures=attempts,
+                last_fetch_error=str(error)[:2000],
+                claimed_until=now + dt.timedelta(seconds=wait),
+                claim_slot=None,
+            )
+        outcome.failed_alone += 1
+
+
+def _most_telling(errors) -> gmail.GmailError:
+    """The error a whole-batch failure is waited out by: a rate limit (its own wait)
+    before a server error."""
+    errors = list(errors)
+    limited = [e for e in errors if isinstance(e, gmail.RateLimited)]
+    if limited:
+        return max(limited, key=lambda e: e.retry_after)
+    transient = [e for e in errors if isinstance(e, gmail.TransientError)]
+    return transient[0] if transient else errors[0]
+
+
+def _fetched_fields(p: ParsedMessage) -> dict:
+    """What a fetch writes on a message row (and the claim it releases)."""
+    return {
+        "thread_id": p.thread_id,
+        "internal_date": p.internal_date,
+        "history_id": p.history_id,
+        "snippet": p.snippet,
+        "size_estimate": p.size_estimate,
+        "subject": p.subject,
+        "sender": p.sender,
+        "sender_address": p.sender_address,
+        "to": p.to,
+        "cc": p.cc,
+        "date_header": p.date_header,
+        "message_id_header": p.message_id_header,
+        "body_text": p.body_text,
+        "body_html": p.body_html,
+        "attachments": p.attachments,
+        "parse_error": p.parse_error,
+        "claimed_until": None,
+        "fetch_failures": 0,
+        "last_fetch_error": "",
+        "unavailable_since": None,
+        "updated_at": timezone.now(),
+    }
+
+
+def _record_batch_progress(user_id: int, downloaded: int) -> None:
+    """Every batch moves the user's runs on (the watchdog reads `updated_at`), in the
+    transaction that stores it: the messages it downloaded count in the runs'
+    `num_fetched` (their rate); the initial run's progress is the mailbox totals, read,
+    not counted."""
+    now = timezone.now()
+    runs = SyncProgress.objects.filter(user_id=user_id, status=Status.IN_PROGRESS)
+    runs.exclude(sync_type=SyncType.LABELS).update(num_fetched=F("num_fetched") + downloaded)
+    runs.exclude(sync_type=SyncType.INITIAL).update(
+        batches_completed=F("batches_completed") + 1, updated_at=now
+    )
+    totals = counters.read(user_id)
+    for run in runs.filter(sync_type=SyncType.INITIAL):
+        refresh_counts(run, totals)
+        SyncProgress.objects.filter(pk=run.pk).update(
+            num_total=run.num_total,
+            num_processed=run.num_processed,
+            batches_completed=F("batches_completed") + 1,
+            updated_at=now,
+        )
