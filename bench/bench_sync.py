@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,9 @@ def parse_args() -> argparse.Namespace:
         "is dropped, re-created and dropped again. Default: a temporary SQLite file.",
     )
     p.add_argument("--timeout-s", type=float, default=600.0, help="deadline of the sync")
+    p.add_argument(
+        "--unstable", action="store_true", help="the emulator with real Gmail's quirks (--unstable)"
+    )
     p.add_argument("--batch-size", type=int, default=None, help="MAILSYNC_BATCH_SIZE")
     p.add_argument("--batches-in-flight", type=int, default=None, help="MAILSYNC_BATCHES_IN_FLIGHT")
     p.add_argument(
@@ -109,6 +113,8 @@ def start_emulator(args: argparse.Namespace, log: Path) -> tuple[subprocess.Pope
     cmd += ["--jitter-ms", str(args.jitter_ms)]
     cmd += ["--quota-user-per-minute", str(args.quota_user_per_minute)]
     cmd += ["--quota-project-per-minute", str(PROJECT_QUOTA_PER_MINUTE)]
+    if args.unstable:
+        cmd += ["--unstable"]
     process = start(cmd, dict(os.environ, PYTHONPATH=str(ROOT)), log, stdout=subprocess.PIPE)
     line = process.stdout.readline() if process.stdout else ""
     if not line:
@@ -227,6 +233,8 @@ class Follow:
     peak_worker: float = 0.0
     rss_by_progress: dict[str, float | None] = field(default_factory=lambda: by_quarter())
     seconds_by_progress: dict[str, float | None] = field(default_factory=lambda: by_quarter())
+    seconds_to_first_inbox_message: float | None = None
+    seconds_to_whole_inbox: float | None = None
 
 
 def by_quarter() -> dict[str, float | None]:
@@ -234,7 +242,11 @@ def by_quarter() -> dict[str, float | None]:
 
 
 def follow(
-    run: SyncProgress, cluster: subprocess.Popen[str], expected: int, timeout_s: float
+    run: SyncProgress,
+    cluster: subprocess.Popen[str],
+    expected: int,
+    timeout_s: float,
+    inbox_size: int = 0,
 ) -> Follow:
     """Poll the run until it is no longer active, sampling the cluster's memory.
 
@@ -257,6 +269,7 @@ def follow(
                 result.rss_by_progress[key] = round(total, 1)
                 elapsed = (run.completed_at or timezone.now()) - run.started_at
                 result.seconds_by_progress[key] = round(elapsed.total_seconds(), 1)
+        note_inbox(run, result, inbox_size)
         if not run.is_active:
             result.status = run.status
             break
@@ -265,6 +278,31 @@ def follow(
         if cluster.poll() is not None:
             result.status = "cluster exited"
     return result
+
+
+def note_inbox(run: SyncProgress, result: Follow, inbox_size: int) -> None:
+    """When the first INBOX message, then the whole INBOX, was in the mirror."""
+    if result.seconds_to_whole_inbox is not None or not inbox_size:
+        return
+    from django.utils import timezone
+
+    from mailsync.models import EmailMessage
+
+    in_mirror = EmailMessage.objects.filter(
+        user_id=run.user_id, internal_date__isnull=False, labels__gmail_id="INBOX"
+    ).count()
+    elapsed = round((timezone.now() - run.started_at).total_seconds(), 1)
+    if in_mirror and result.seconds_to_first_inbox_message is None:
+        result.seconds_to_first_inbox_message = elapsed
+    if in_mirror >= inbox_size:
+        result.seconds_to_whole_inbox = elapsed
+
+
+def quota_optimum(snapshot: dict) -> int:
+    """The fewest units that fetch this mailbox: per thread, threads.get (10) or a
+    messages.get (5) per message, whichever is less."""
+    sizes = Counter(message["threadId"] for message in snapshot["messages"].values())
+    return sum(min(10, 5 * n) for n in sizes.values())
 
 
 def mirror_difference(user: Any, snapshot: dict) -> str:
@@ -290,6 +328,14 @@ def mirror_difference(user: Any, snapshot: dict) -> str:
         "labels differ" if local["labels"] != remote_labels else "",
     ]
     return "; ".join(p for p in problems if p)
+
+
+def fetch_units(stats: dict) -> int:
+    """Units Gmail charged for fetching messages (messages.get and threads.get)."""
+    by_method = stats["units_by_method"]
+    return by_method.get("gmail.users.messages.get", 0) + by_method.get(
+        "gmail.users.threads.get", 0
+    )
 
 
 # --- Main -----------------------------------------------------------------------------------------
@@ -328,12 +374,14 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
     stack.callback(stop, cluster)
     wait_for_cluster(cluster, args.workers, cluster_log)
 
+    control = ControlClient(info["base_url"])
+    snapshot = control.snapshot(EMAIL)
+    inbox = sum(1 for m in snapshot["messages"].values() if "INBOX" in m["labelIds"])
     call_command("sync_user", EMAIL, full=True, stdout=quiet)
     user = get_user_model().objects.get(email=EMAIL)
     run = SyncProgress.objects.get(user=user, sync_type=SyncProgress.SyncType.INITIAL)
-    followed = follow(run, cluster, args.messages, args.timeout_s)
+    followed = follow(run, cluster, args.messages, args.timeout_s, inbox_size=inbox)
 
-    control = ControlClient(info["base_url"])
     stats = control.stats()
     difference = mirror_difference(user, control.snapshot(EMAIL))
     if followed.status != SyncProgress.Status.COMPLETED:
@@ -342,6 +390,9 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
     seconds = ((run.completed_at or run.updated_at) - run.started_at).total_seconds()
     ceiling = args.quota_user_per_minute / 60 / 5
     mps = run.num_processed / seconds if seconds > 0 else 0.0
+    units = stats["units"]
+    units_per_second = units / seconds if seconds > 0 else 0.0
+    fetching, optimum = fetch_units(stats), quota_optimum(snapshot)
     from django.conf import settings
 
     result = {
@@ -350,6 +401,19 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
         "messages_per_second": round(mps, 2),
         "quota_ceiling_messages_per_second": round(ceiling, 2),
         "ratio": round(mps / ceiling, 3),
+        "units_spent": units,
+        "units_per_second": round(units_per_second, 1),
+        "ratio_of_budget": round(units_per_second / (args.quota_user_per_minute / 60), 3),
+        "units_fetching": fetching,
+        "units_per_message": round(fetching / max(run.num_processed, 1), 3),
+        "messages_per_unit": round(run.num_processed / max(fetching, 1), 4),
+        "optimum_units": optimum,
+        "ratio_to_optimum": round(fetching / max(optimum, 1), 4),
+        "threads_get": stats["by_method"].get("gmail.users.threads.get", 0),
+        "inbox_messages": inbox,
+        "seconds_to_first_inbox_message": followed.seconds_to_first_inbox_message,
+        "seconds_to_whole_inbox": followed.seconds_to_whole_inbox,
+        "unstable": args.unstable,
         "http_429": stats["by_status"].get("429", 0),
         "requests": stats["requests"],
         "duplicate_fetches": sum(n - 1 for n in stats["fetches"].values()),

@@ -365,10 +365,21 @@ if GMAIL_EMULATOR_URL:
 SOCIALACCOUNT_PROVIDERS = {"google": _google_provider}
 
 # --- Sync engine ------------------------------------------------------------------
-MAILSYNC_BATCH_SIZE = _int_setting("MAILSYNC_BATCH_SIZE", 50, minimum=1)
+MAILSYNC_BATCH_SIZE = _int_setting("MAILSYNC_BATCH_SIZE", 25, minimum=1)
 if MAILSYNC_BATCH_SIZE > 100:
     raise ImproperlyConfigured(
         f"MAILSYNC_BATCH_SIZE={MAILSYNC_BATCH_SIZE} must be at most 100 (Gmail's batch limit)"
+    )
+# Gmail parts in flight per user, across every worker (each batch part holds one permit):
+# real Gmail refuses "too many concurrent requests" well below 100 (issue 15).
+MAILSYNC_CONCURRENT_REQUESTS_PER_USER = _int_setting(
+    "MAILSYNC_CONCURRENT_REQUESTS_PER_USER", 25, minimum=1
+)
+if MAILSYNC_BATCH_SIZE > MAILSYNC_CONCURRENT_REQUESTS_PER_USER:
+    raise ImproperlyConfigured(
+        f"MAILSYNC_BATCH_SIZE={MAILSYNC_BATCH_SIZE} must not exceed "
+        f"MAILSYNC_CONCURRENT_REQUESTS_PER_USER={MAILSYNC_CONCURRENT_REQUESTS_PER_USER} "
+        "(a batch holds one permit per part)"
     )
 MAILSYNC_BATCHES_IN_FLIGHT = _int_setting("MAILSYNC_BATCHES_IN_FLIGHT", 4, minimum=1)
 MAILSYNC_MESSAGE_FORMAT = env.str("MAILSYNC_MESSAGE_FORMAT", default="full")
@@ -383,6 +394,10 @@ MAILSYNC_INCLUDE_SPAM_TRASH = _bool_setting("MAILSYNC_INCLUDE_SPAM_TRASH", True)
 MAILSYNC_SEARCH_BODY_CHARS = _int_setting("MAILSYNC_SEARCH_BODY_CHARS", 2000)
 MAILSYNC_QUOTA_USER_PER_MINUTE = _int_setting("MAILSYNC_QUOTA_USER_PER_MINUTE", 15_000, 1)
 MAILSYNC_QUOTA_PROJECT_PER_MINUTE = _int_setting("MAILSYNC_QUOTA_PROJECT_PER_MINUTE", 1_200_000, 1)
+# Gmail's moving window for both budgets (60 s); tests shrink it along with the emulator's.
+MAILSYNC_QUOTA_WINDOW_SECONDS = env.float("MAILSYNC_QUOTA_WINDOW_SECONDS", default=60.0)
+if MAILSYNC_QUOTA_WINDOW_SECONDS <= 0:
+    raise ImproperlyConfigured("MAILSYNC_QUOTA_WINDOW_SECONDS must be more than 0")
 MAILSYNC_INCREMENTAL_INTERVAL_MINUTES = _int_setting(
     "MAILSYNC_INCREMENTAL_INTERVAL_MINUTES", 5, minimum=1
 )

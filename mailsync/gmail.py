@@ -204,14 +204,26 @@ class GmailClient:
 
     # -- plumbing --
     def _reserve(self, units: int) -> None:
+        """Wait until the budget allows `units` (quota.reserve sleeps until then)."""
         reservation = quota.reserve(self.user_id, units, self.max_wait_s)
         if not reservation.granted:
             raise RateLimited(
                 f"quota budget busy for {reservation.wait_s:.0f} s", retry_after=reservation.wait_s
             )
-        if reservation.wait_s > 0:
+        if reservation.wait_s > 0:  # quota.reserve slept that long before granting
             metrics.quota_wait(reservation.wait_s)
-            time.sleep(reservation.wait_s)
+
+    @contextmanager
+    def _in_flight(self, parts: int) -> Iterator[None]:
+        """Hold the user's permits for `parts` requests in flight, as Gmail counts them."""
+        try:
+            permits = quota.acquire_permits(self.user_id, parts, self.max_wait_s)
+        except quota.PermitsBusy as exc:
+            raise RateLimited(str(exc), retry_after=exc.wait_s, concurrency=True) from exc
+        try:
+            yield
+        finally:
+            quota.release_permits(permits)
 
     def _wait_or_raise(self, error: GmailError, attempt: int, deadline: float) -> None:
         if isinstance(error, RateLimited) and error.concurrency:
@@ -233,7 +245,7 @@ class GmailClient:
         for attempt in range(MAX_ATTEMPTS):
             self._reserve(quota.COSTS[method])
             try:
-                with _transport_errors_named():
+                with self._in_flight(1), _transport_errors_named():
                     data = make_request().execute(num_retries=0)
                 metrics.gmail_call(method, 200, quota.COSTS[method])
                 return data
@@ -440,6 +452,15 @@ class GmailClient:
         return result
 
     def _send_batch(self, parts: list[Part], result: BatchResult) -> dict[str, GmailError]:
+        """Send in requests of at most quota.concurrency_limit() parts (each part is one
+        request in flight for Gmail); return the parts that failed."""
+        errors: dict[str, GmailError] = {}
+        size = quota.concurrency_limit()
+        for start in range(0, len(parts), size):
+            errors.update(self._send_one_batch(parts[start : start + size], result))
+        return errors
+
+    def _send_one_batch(self, parts: list[Part], result: BatchResult) -> dict[str, GmailError]:
         self._reserve(sum(quota.COSTS[part.method] for part in parts))
         methods = {part.key: part.method for part in parts}
         errors: dict[str, GmailError] = {}
@@ -461,7 +482,7 @@ class GmailClient:
         for part in parts:
             batch.add(part.request(), request_id=part.key)
         try:
-            with _transport_errors_named():
+            with self._in_flight(len(parts)), _transport_errors_named():
                 batch.execute()
         except HttpError as exc:
             whole = classify(exc)

@@ -299,20 +299,43 @@ class MailboxCounts(models.Model):
 
 
 class QuotaBucket(models.Model):
-    """Shared Gmail quota state (GCRA) for one user or the whole project.
+    """Shared Gmail quota state of one user or of the whole project.
 
-    Used when no Redis is configured; every worker on every machine reserves its
-    units here before it sends a request (see mailsync/quota.py).
+    Used when no Redis is configured; workers on every machine lease units here in
+    chunks before they send requests, and count the user's requests in flight (see
+    mailsync/quota.py). UNLOGGED on PostgreSQL: the state is worth seconds, and a
+    crash that empties it costs at most a few 429s.
     """
 
     key = models.CharField(max_length=64, unique=True)
-    # Theoretical arrival time (epoch seconds): when the budget is all spent again.
+    # Theoretical arrival time (epoch seconds): when everything leased is paid for.
     tat = models.FloatField(default=0.0)
-    # Until then the budget is halved: Gmail answered 429 to this key recently.
-    slow_until = models.FloatField(default=0.0)
+    # Pace as a fraction of the budget (AIMD); 0 = not set yet: start at the ceiling.
+    factor = models.FloatField(default=0.0)
+    # Until then a new 429 does not cut the pace again (the last cut has not shown yet).
+    cut_until = models.FloatField(default=0.0)
+    # Wait computed by the last lease (read back by the store, see quota_stores.py).
+    last_wait = models.FloatField(default=0.0)
+    # Gmail requests (batch parts) of this user in flight now: the sum of its permits.
+    in_flight = models.IntegerField(default=0)
 
     def __str__(self) -> str:
         return self.key
+
+
+class QuotaPermit(models.Model):
+    """Permits held by one Gmail request in flight; a dead holder's expire."""
+
+    holder = models.CharField(max_length=32, primary_key=True)
+    key = models.CharField(max_length=64)
+    parts = models.IntegerField()
+    expires_at = models.FloatField()
+
+    class Meta:
+        indexes = [models.Index(fields=["key", "expires_at"], name="quota_permit_expiry")]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.parts}"
 
 
 class BatchSlot(models.Model):

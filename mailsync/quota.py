@@ -1,36 +1,66 @@
-"""One Gmail quota budget per user, and one per project, shared by every worker.
+"""Gmail's quota, shared by every worker on every machine: units per user and per
+project in a moving window, and requests in flight per user.
 
-Each call reserves its cost in quota units before it is sent. The budget is a
-GCRA (generic cell rate algorithm) state: one number per key, the "theoretical
-arrival time" when everything reserved so far will have been paid for. A
-reservation moves it forward by units x interval and tells the caller how long
-to wait before sending, so concurrent workers queue up behind each other instead
-of all firing and collecting 429s.
+Budget. Each key (one per user, one for the project) is paced by GCRA in a shared
+store (mailsync/quota_stores.py). A process does not ask the store for every call: it
+leases units in chunks and spends them locally while the lease is valid, so no row or
+key is touched by every call (issue 11). A chunk starts at what the call needs and
+grows while the process keeps spending on that key (x8 per lease, up to a ceiling).
 
-Gmail counts units in a moving 60 s window. To stay under it without 429s the
-rate is (limit - largest reservation) / (60 s + burst + skew): about 94% of the
-ceiling with the default budget and batches of 50.
+Why no 60 s window goes over the limit. Leases are granted at a rate r; a lease's
+units are spent within `valid_s` of its grant; the largest lease is `chunk`. Then any
+window W of sends holds at most r * (W + valid_s + skew) + chunk units, so the
+ceiling is (1 - chunk / limit) * W / (W + valid_s + skew) of the budget: 0.988 for a
+user at Gmail's 15,000 units/min with 25-part batches of messages.get.
 
-The state lives where every worker sees it: Redis when REDIS_URL is set, the
-database otherwise.
+Adaptive pace (issue 13). A user's key starts at that ceiling. A 429 pauses it for
+Retry-After and multiplies its pace by CUT_FACTOR (once per CUT_HOLD of a window: the
+window holds the past, so the 429s that follow a cut are not news); each unit leased
+then adds INCREASE_PER_WINDOW / limit back (additive increase), up to the ceiling.
+The pace lives in the store, so every worker of the user shares it.
+
+Concurrency (issues 13, 15). Every request holds one permit per part while it is in
+flight (`acquire_permits`); a user never has more than MAILSYNC_CONCURRENT_REQUESTS_PER_USER.
+A permit expires after PERMIT_TTL_S, so a killed holder's permits come back.
+
+The state lives in Redis when REDIS_URL is set, in the database otherwise.
 """
 
 from __future__ import annotations
 
+import os
+import random
+import threading
 import time
+import uuid
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
+from typing import NamedTuple
 
 from django.conf import settings
-from django.db import transaction
 
-from .models import QuotaBucket
+from .quota_stores import Cut, DatabaseStore, Pace, RedisStore
 
-WINDOW_S = 60.0
-BURST_S = 1.0  # how far ahead of the rate a reservation may start
-SKEW_S = 2.0  # reservation-to-arrival delays between our clock and Gmail's window
-PENALTY_S = 120.0  # after a 429 the key runs at half rate this long
 PROJECT_KEY = "project"
+
+SKEW_S = 0.1  # send-to-arrival jitter and clock difference between machines
+USER_LEASE_S = 0.1  # a user lease's units are spent within this of its grant
+PROJECT_LEASE_S = 1.0
+PROJECT_CHUNK_SHARE = 0.005  # largest project lease: this share of the project's limit
+GROWTH = 8  # a lease used up while still valid: the next one is this many times larger
+MIN_CAP = 0.5  # for budgets so small that a batch is a big share of them
+TURN_EARLY_S = 0.02  # ask again this long before the user's turn
+
+INCREASE_PER_WINDOW = 0.1  # pace regained per window's worth of units spent
+CUT_FACTOR = 0.7
+CUT_HOLD = 1 / 6  # of a window
+FLOOR = 0.05
+
+# Longer than any one HTTP request (gmail.HTTP_TIMEOUT_S is 30 s).
+PERMIT_TTL_S = 60.0
+# First and longest wait between tries for permits: a request in flight takes tens of
+# milliseconds to seconds; a try is one store round trip.
+PERMIT_POLL_S = (0.005, 0.05)
 
 # Gmail API cost of each call in quota units (shared/reference/gmail-api.md).
 COSTS = {
@@ -45,126 +75,96 @@ COSTS = {
     "users.watch": 100,
     "users.stop": 50,
 }
+# Methods sent as batch parts: a request holds at most concurrency_limit() of them.
+BATCHED_METHODS = ("users.messages.get", "users.threads.get", "users.labels.get")
+
+
+class Reservation(NamedTuple):
+    granted: bool
+    wait_s: float  # granted: how long it waited; refused: how long it would have to
+
+
+class PermitsBusy(Exception):
+    """The user has the most requests in flight that Gmail accepts, for longer than
+    the caller may wait."""
+
+    def __init__(self, wait_s: float):
+        super().__init__(f"{concurrency_limit()} Gmail requests in flight for this user")
+        self.wait_s = wait_s
+
+
+# --- Limits from the settings -------------------------------------------------------------------
+def concurrency_limit() -> int:
+    """Gmail requests (batch parts) a user may have in flight, across every worker."""
+    return settings.MAILSYNC_CONCURRENT_REQUESTS_PER_USER
+
+
+def largest_reservation() -> int:
+    """The most units one request reserves: a batch of concurrency_limit() parts, or
+    the dearest single call. The budget's ceiling leaves room for one of these."""
+    return _policies().largest
+
+
+def ceiling(limit: int, chunk: int, valid_s: float, window: float) -> float:
+    """The highest share of `limit` a key may be leased at so that no window holds
+    more than `limit` (module docstring)."""
+    return max(MIN_CAP, (1 - chunk / limit) * window / (window + valid_s + SKEW_S))
+
+
+def user_ceiling() -> float:
+    """The highest pace of a user, as a share of the budget: where every user starts."""
+    return _policies().user.pace.cap
 
 
 @dataclass(frozen=True)
-class Reservation:
-    granted: bool
-    wait_s: float  # sleep this long before sending (granted) or before asking again
+class _Policy:
+    pace: Pace
+    valid_s: float
+    max_chunk: int
 
 
-def _largest_reservation() -> int:
-    return settings.MAILSYNC_BATCH_SIZE * COSTS["users.messages.get"]
+@dataclass(frozen=True)
+class _Policies:
+    user: _Policy
+    project: _Policy
+    largest: int
+    cut: Cut
 
 
-def seconds_per_unit(units_per_minute: int) -> float:
-    usable = max(units_per_minute - _largest_reservation(), units_per_minute * 0.5)
-    return (WINDOW_S + BURST_S + SKEW_S) / usable
+def _policies() -> _Policies:
+    return _policies_for(
+        settings.MAILSYNC_QUOTA_USER_PER_MINUTE,
+        settings.MAILSYNC_QUOTA_PROJECT_PER_MINUTE,
+        settings.MAILSYNC_QUOTA_WINDOW_SECONDS,
+        settings.MAILSYNC_CONCURRENT_REQUESTS_PER_USER,
+    )
+
+
+@lru_cache(maxsize=16)  # computed once per settings, not on every call
+def _policies_for(
+    user_limit: int, project_limit: int, window: float, concurrency: int
+) -> _Policies:
+    largest = max(concurrency * max(COSTS[m] for m in BATCHED_METHODS), *COSTS.values())
+    user = Pace(
+        seconds_per_unit=window / user_limit,
+        cap=ceiling(user_limit, largest, USER_LEASE_S, window),
+        increase=INCREASE_PER_WINDOW / user_limit,
+    )
+    project_chunk = max(largest, int(project_limit * PROJECT_CHUNK_SHARE))
+    project = Pace(
+        seconds_per_unit=window / project_limit,
+        cap=ceiling(project_limit, project_chunk, PROJECT_LEASE_S, window),
+    )
+    return _Policies(
+        user=_Policy(user, USER_LEASE_S, largest),
+        project=_Policy(project, PROJECT_LEASE_S, project_chunk),
+        largest=largest,
+        cut=Cut(CUT_FACTOR, FLOOR, window * CUT_HOLD),
+    )
 
 
 def user_key(user_id: int) -> str:
     return f"user:{user_id}"
-
-
-def _ensure_buckets(keys: list[str]) -> None:
-    # One INSERT ... ON CONFLICT DO NOTHING: this runs before every Gmail call.
-    QuotaBucket.objects.bulk_create([QuotaBucket(key=key) for key in keys], ignore_conflicts=True)
-
-
-class DatabaseStore:
-    """GCRA state in QuotaBucket rows, updated under a row lock."""
-
-    def reserve(self, limits: dict[str, float], units: int, now: float, max_wait: float):
-        keys = sorted(limits)
-        _ensure_buckets(keys)
-        with transaction.atomic():
-            buckets = {
-                b.key: b for b in QuotaBucket.objects.select_for_update().filter(key__in=keys)
-            }
-            wait = max(buckets[k].tat - BURST_S - now for k in keys)
-            wait = max(wait, 0.0)
-            if wait > max_wait:
-                return Reservation(False, wait)
-            for key in keys:
-                bucket = buckets[key]
-                interval = limits[key] * (2 if bucket.slow_until > now else 1)
-                bucket.tat = max(bucket.tat, now) + units * interval
-                bucket.save(update_fields=["tat"])
-            return Reservation(True, wait)
-
-    def penalize(self, key: str, retry_after: float, now: float) -> None:
-        _ensure_buckets([key])
-        with transaction.atomic():
-            bucket = QuotaBucket.objects.select_for_update().get(key=key)
-            bucket.tat = max(bucket.tat, now + retry_after)
-            bucket.slow_until = now + PENALTY_S
-            bucket.save(update_fields=["tat", "slow_until"])
-
-    def reset(self) -> None:
-        QuotaBucket.objects.all().delete()
-
-
-_RESERVE_LUA = """
-local now = tonumber(ARGV[1])
-local units = tonumber(ARGV[2])
-local max_wait = tonumber(ARGV[3])
-local burst = tonumber(ARGV[4])
-local wait = 0
-for i, key in ipairs(KEYS) do
-  local tat = tonumber(redis.call('HGET', key, 'tat') or '0')
-  local w = tat - burst - now
-  if w > wait then wait = w end
-end
-if wait > max_wait then return {0, tostring(wait)} end
-for i, key in ipairs(KEYS) do
-  local tat = tonumber(redis.call('HGET', key, 'tat') or '0')
-  local slow_until = tonumber(redis.call('HGET', key, 'slow_until') or '0')
-  local interval = tonumber(ARGV[4 + i])
-  if slow_until > now then interval = interval * 2 end
-  if now > tat then tat = now end
-  redis.call('HSET', key, 'tat', tostring(tat + units * interval))
-  redis.call('EXPIRE', key, 3600)
-end
-return {1, tostring(wait)}
-"""
-
-_PENALIZE_LUA = """
-local now = tonumber(ARGV[1])
-local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0')
-local until_ = now + tonumber(ARGV[2])
-if until_ > tat then tat = until_ end
-redis.call('HSET', KEYS[1], 'tat', tostring(tat), 'slow_until', tostring(now + tonumber(ARGV[3])))
-redis.call('EXPIRE', KEYS[1], 3600)
-return 1
-"""
-
-
-class RedisStore:
-    """The same GCRA state in Redis hashes, updated atomically by Lua scripts."""
-
-    prefix = "mailsync:quota:"
-
-    def __init__(self, url: str):
-        import redis
-
-        self.client = redis.Redis.from_url(url)
-        self._reserve = self.client.register_script(_RESERVE_LUA)
-        self._penalize = self.client.register_script(_PENALIZE_LUA)
-
-    def reserve(self, limits: dict[str, float], units: int, now: float, max_wait: float):
-        keys = sorted(limits)
-        granted, wait = self._reserve(
-            keys=[self.prefix + k for k in keys],
-            args=[now, units, max_wait, BURST_S, *(limits[k] for k in keys)],
-        )
-        return Reservation(bool(granted), max(float(wait), 0.0))
-
-    def penalize(self, key: str, retry_after: float, now: float) -> None:
-        self._penalize(keys=[self.prefix + key], args=[now, retry_after, PENALTY_S])
-
-    def reset(self) -> None:
-        for key in self.client.scan_iter(self.prefix + "*"):
-            self.client.delete(key)
 
 
 @cache
@@ -174,19 +174,166 @@ def store() -> DatabaseStore | RedisStore:
     return DatabaseStore()
 
 
-def reserve(user_id: int, units: int, max_wait: float) -> Reservation:
-    """Reserve `units` from the user's and the project's budgets.
+# --- This process's leases ------------------------------------------------------------------------
+@dataclass
+class _Lease:
+    left: int
+    start: float  # time.monotonic() from which its units may be spent
+    end: float  # ... and until which
+    size: int
 
-    Granted: the caller must sleep `wait_s` and then send. Not granted: the wait
-    would exceed `max_wait`; nothing was reserved.
+
+class _Slot(NamedTuple):  # made twice per call: a tuple is cheaper than a frozen dataclass
+    granted: bool
+    at: float = 0.0  # monotonic time the units may be spent
+    until: float = 0.0  # ... at the latest
+    wait_s: float = 0.0  # refused: how long until asking would help
+
+
+class _Leases:
+    """Leases by key, forgotten in a forked child (its parent may spend them too)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.by_key: dict[str, _Lease] = {}
+
+    def mine(self) -> dict[str, _Lease]:
+        if self.pid != os.getpid():
+            self.pid, self.by_key = os.getpid(), {}
+        return self.by_key
+
+
+_leases = _Leases()
+
+
+def _chunk(units: int, previous: _Lease | None, now: float, largest: int) -> int:
+    """Lease what this call needs, or more while the process keeps spending on the key
+    (the previous lease ran out while still valid): unspent units are lost when a lease
+    ends, so a call that comes alone leases only its own."""
+    if previous is not None and now <= previous.end:
+        return min(largest, GROWTH * max(units, previous.size))
+    return units
+
+
+def _take(key: str, units: int, policy: _Policy, latest: float) -> _Slot:
+    """`units` of `key`'s budget, spendable from a moment no later than `latest`."""
+    now = time.monotonic()
+    with _leases.lock:
+        lease = _leases.mine().get(key)
+        if lease and lease.left >= units and max(now, lease.start) <= lease.end:
+            if lease.start > latest:
+                return _Slot(False, wait_s=lease.start - now)
+            lease.left -= units
+            return _Slot(True, max(now, lease.start), lease.end)
+        size = _chunk(units, lease, now, policy.max_chunk)
+    grant = store().lease(key, size, time.time(), max(latest - now, 0.0), policy.pace)
+    if not grant.granted:
+        return _Slot(False, wait_s=grant.wait_s)
+    start = now + grant.wait_s
+    with _leases.lock:
+        _leases.mine()[key] = _Lease(size - units, start, start + policy.valid_s, size)
+    return _Slot(True, start, start + policy.valid_s)
+
+
+def _give_back(key: str, units: int, slot: _Slot) -> None:
+    """Units taken but not sent go back to this process's lease (still within its life)."""
+    with _leases.lock:
+        lease = _leases.mine().get(key)
+        if lease is not None and lease.end == slot.until:
+            lease.left += units
+
+
+def _sleep_until(moment: float) -> None:
+    delay = moment - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+# --- The interface ----------------------------------------------------------------------------------
+def reserve(user_id: int, units: int, max_wait: float) -> Reservation:
+    """Take `units` from the project's and the user's budgets, sleeping until they may
+    be spent: granted, send at once. Refused: it would take more than `max_wait`.
+
+    A send needs both budgets' units within their leases' lives. The project's comes
+    first (usually this process's lease has some); then the user's, which must start
+    before the project's lease ends. If the user's turn comes later, the project's
+    units go back to the lease and we sleep until just before that turn.
     """
-    limits = {
-        user_key(user_id): seconds_per_unit(settings.MAILSYNC_QUOTA_USER_PER_MINUTE),
-        PROJECT_KEY: seconds_per_unit(settings.MAILSYNC_QUOTA_PROJECT_PER_MINUTE),
-    }
-    return store().reserve(limits, units, time.time(), max_wait)
+    policies = _policies()
+    if units > policies.largest:
+        raise ValueError(
+            f"{units} units in one request; at most {policies.largest} "
+            "(add the method to quota.BATCHED_METHODS if it is sent in batches)"
+        )
+    started = time.monotonic()
+    deadline = started + max_wait
+    key = user_key(user_id)
+    while True:
+        project = _take(PROJECT_KEY, units, policies.project, deadline)
+        if not project.granted:
+            return Reservation(False, project.wait_s)
+        _sleep_until(project.at)
+        user = _take(key, units, policies.user, min(deadline, project.until))
+        if user.granted:
+            _sleep_until(user.at)
+            return Reservation(True, time.monotonic() - started)
+        _give_back(PROJECT_KEY, units, project)
+        turn = time.monotonic() + user.wait_s
+        if turn > deadline:
+            return Reservation(False, user.wait_s)
+        # Ask again just before the user's turn, so that it is not lost while we wake.
+        _sleep_until(turn - min(TURN_EARLY_S, user.wait_s / 2))
 
 
 def penalize(user_id: int, retry_after: float) -> None:
-    """Gmail said 429: nothing more for `retry_after` s, then half rate for a while."""
-    store().penalize(user_key(user_id), retry_after, time.time())
+    """Gmail said 429: nothing for this user for `retry_after` s, and a slower pace."""
+    key = user_key(user_id)
+    with _leases.lock:
+        _leases.mine().pop(key, None)
+    policies = _policies()
+    store().penalize(key, retry_after, time.time(), policies.user.pace, policies.cut)
+
+
+def pace(user_id: int) -> float:
+    """The user's pace now, as a share of the budget."""
+    return store().pace(user_key(user_id), user_ceiling())
+
+
+@dataclass(frozen=True)
+class Permits:
+    key: str
+    holder: str
+
+
+def acquire_permits(
+    user_id: int, parts: int, max_wait: float, ttl_s: float = PERMIT_TTL_S
+) -> Permits:
+    """Take one permit per part of a request about to be sent (one store round trip
+    when there is room); give them back with release_permits. Raises PermitsBusy if
+    the user's requests in flight leave no room within `max_wait`."""
+    limit = concurrency_limit()
+    if not 0 < parts <= limit:
+        raise ValueError(f"{parts} parts in one request; at most {limit}")
+    permits = Permits(user_key(user_id), uuid.uuid4().hex)
+    deadline = time.monotonic() + max_wait
+    delay = PERMIT_POLL_S[0]
+    while not store().acquire_permits(
+        permits.key, permits.holder, parts, limit, time.time(), time.time() + ttl_s
+    ):
+        if time.monotonic() + delay > deadline:
+            raise PermitsBusy(delay)
+        time.sleep(random.uniform(delay / 2, delay))
+        delay = min(PERMIT_POLL_S[1], delay * 1.5)
+    return permits
+
+
+def release_permits(permits: Permits) -> None:
+    store().release_permits(permits.key, permits.holder)
+
+
+def reset() -> None:
+    """Forget all quota state: the store's and this process's leases."""
+    with _leases.lock:
+        _leases.mine().clear()
+    store().reset()

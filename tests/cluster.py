@@ -50,6 +50,18 @@ def cluster_env(emulator, **overrides: str) -> dict[str, str]:
     return env
 
 
+def sync_user_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`manage.py sync_user` as an operator runs it, for its output and exit status."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "sync_user", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 class Cluster:
     """One qcluster process group; stopped for sure at the end of the test."""
 

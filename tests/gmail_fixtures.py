@@ -137,10 +137,11 @@ def clusters():
         cluster.close()
 
 
-def list_everything(user, run=None):
+def list_everything(user, run=None, fetch_chains: bool = True):
     """Start a full sync (or take `run`) and run it until its listing is complete,
     fetching nothing: returns the run and the steps that carry it on (the check of
-    what the listing did not show, and one fetch chain per free batch slot)."""
+    what the listing did not show, and, with `fetch_chains`, one fetch chain per
+    batch slot, which those steps hold)."""
     from mailsync import sync
     from mailsync.models import BatchSlot
 
@@ -157,4 +158,4 @@ def list_everything(user, run=None):
     # The fetch chains queued along the way are dropped: their slots are free again.
     BatchSlot.objects.filter(user=user).update(leased_until=None)
     verify = [step for step in rest if step.stage == "verify_unlisted"][:1]
-    return run, verify + sync.fill_batch_slots(user.pk)
+    return run, verify + (sync.fill_batch_slots(user.pk) if fetch_chains else [])

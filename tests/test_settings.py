@@ -93,6 +93,15 @@ def assert_one_line_naming(result: subprocess.CompletedProcess, named: str) -> N
             "HEALTH_HEARTBEAT_MAX_AGE_SECONDS",
         ),
         ({"DEBUG": "true", "MAILSYNC_OUTAGE_RETRY_SECONDS": "-5"}, "MAILSYNC_OUTAGE_RETRY_SECONDS"),
+        ({"DEBUG": "true", "MAILSYNC_BATCH_SIZE": "30"}, "MAILSYNC_CONCURRENT_REQUESTS_PER_USER=25"),
+        (
+            {"DEBUG": "true", "MAILSYNC_CONCURRENT_REQUESTS_PER_USER": "0"},
+            "MAILSYNC_CONCURRENT_REQUESTS_PER_USER",
+        ),
+        (
+            {"DEBUG": "true", "MAILSYNC_QUOTA_WINDOW_SECONDS": "0"},
+            "MAILSYNC_QUOTA_WINDOW_SECONDS",
+        ),
     ],
 )
 def test_bad_configuration_stops_the_start_with_one_line_naming_it(env, named):

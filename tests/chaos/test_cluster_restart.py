@@ -10,8 +10,8 @@ import redis
 
 from mailsync.models import EmailMessage, SyncProgress
 from tests.cluster import cluster_env, redis_test_url, wait_for
+from tests.cluster import sync_user_process as run_sync_user
 from tests.gmail_fixtures import assert_exact_mirror
-from tests.sync.test_sync_user_command import sync_user_process as run_sync_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

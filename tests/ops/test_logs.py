@@ -9,8 +9,7 @@ import pytest
 
 from mailsync.log_format import TaskNoiseFilter
 from mailsync.models import SyncProgress
-from tests.cluster import cluster_env
-from tests.sync.test_sync_user_command import sync_user_process
+from tests.cluster import cluster_env, sync_user_process
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ def test_daily_limit_pauses_the_run_visibly_and_loses_nothing(connected_mailbox,
 
     # The quota resets; the watchdog (here: resume_steps) carries the run on.
     emulator.set_daily_limit_exceeded(user.email, False)
-    quota.store().reset()
+    quota.reset()
     SyncProgress.objects.filter(pk=run.pk).update(retry_at=None)
     run = sync.run_until_finished(run)
     assert run.status == "completed"

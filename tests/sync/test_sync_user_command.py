@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from mailsync.models import SyncProgress
-from tests.cluster import ROOT, cluster_env
+from tests.cluster import ROOT, cluster_env, sync_user_process
 from tests.gmail_fixtures import assert_exact_mirror
 
 
@@ -58,18 +58,6 @@ def test_a_failed_run_is_an_error_with_its_message(connected_mailbox, emulator):
 def test_unknown_user():
     with pytest.raises(CommandError, match="no user"):
         call_command("sync_user", "nobody@example.com")
-
-
-def sync_user_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """`manage.py sync_user` as an operator runs it, for its output and exit status."""
-    return subprocess.run(
-        [sys.executable, "manage.py", "sync_user", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.mark.slow
