@@ -63,6 +63,9 @@ def list_page(user_id: int, run_id: int) -> list[Step]:
         label_id="INBOX" if inbox_phase else None,
     )
     with transaction.atomic():
+        # Locks in one order everywhere (the mailbox's counters, then its runs), as
+        # storing a batch takes them: two orders deadlock under load.
+        counters.lock(user_id)
         run = SyncProgress.objects.select_for_update().get(pk=run_id)
         if (
             run.next_page_token != token
@@ -71,7 +74,6 @@ def list_page(user_id: int, run_id: int) -> list[Step]:
             or not run.is_active
         ):
             return []  # a duplicate delivery of this step already stored this page
-        counters.lock(user_id)
         base = run.pages_listed * LISTING_ORDER_PAGE_STRIDE
         ids = [message_id for message_id, _ in page.ids]
         known = set(

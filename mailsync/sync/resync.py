@@ -83,6 +83,7 @@ def rescan_label_page(
         page_token=page_token, include_spam_trash=True, label_id=label_gmail_id
     )
     with transaction.atomic():
+        counters.lock(user_id)  # the lock order everywhere: counters, links, runs
         message_pks = list(
             EmailMessage.objects.filter(
                 user_id=user_id, gmail_id__in=[mid for mid, _ in page.ids]
