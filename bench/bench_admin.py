@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -57,6 +59,7 @@ def setup_django(database_url: str) -> None:
         DATABASE_URL=database_url,
         DEBUG="false",
         SECRET_KEY="bench-only",  # noqa: S106 (a throwaway database)
+        TOKEN_ENCRYPTION_KEYS=Fernet.generate_key().decode(),  # a throwaway key
         GOOGLE_CLIENT_ID="bench",
         GOOGLE_CLIENT_SECRET="bench",  # noqa: S106 (never used: no Google here)
         ALLOWED_HOSTS="testserver",

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_sync import ROOT, commit, fresh_database
+from cryptography.fernet import Fernet
 
 EMAIL = "bench@example.com"
 SEED = 20261129
@@ -241,6 +242,7 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, An
         DATABASE_URL=database_url,
         DEBUG="false",  # production settings: no SQL log, cached templates
         SECRET_KEY="bench-only-secret-key",  # noqa: S106 (required when DEBUG is off)
+        TOKEN_ENCRYPTION_KEYS=Fernet.generate_key().decode(),  # a throwaway key
         ALLOWED_HOSTS="testserver",
         GMAIL_EMULATOR_URL="http://127.0.0.1:9/",  # never called
         REDIS_URL="",

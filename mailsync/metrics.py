@@ -68,6 +68,11 @@ SYNC_LAG = Histogram(
     "When a mailbox is brought up to date: seconds since its previous successful sync.",
     buckets=(60, 180, 300, 420, 600, 900, 1800, 3600, 7200, 21600, 86400),
 )
+TASKS = Counter(
+    "mailsync_tasks",
+    "Sync tasks run by the workers, by stage and result (done, error).",
+    ["stage", "result"],
+)
 PUSH_DELIVERIES = Counter(
     "mailsync_push_deliveries",
     "Gmail push notifications received, by result (accepted, refused).",
@@ -134,6 +139,10 @@ def run_finished(sync_type: str, status: str) -> None:
 def sync_lag(seconds: float) -> None:
     """A mailbox was brought up to date `seconds` after its previous successful sync."""
     SYNC_LAG.observe(max(0.0, seconds))
+
+
+def task_ran(stage: str, ok: bool) -> None:
+    TASKS.labels(stage, "done" if ok else "error").inc()
 
 
 def push_delivery(accepted: bool) -> None:

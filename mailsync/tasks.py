@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.db import InterfaceError, OperationalError
 from django_q.tasks import async_task
 
-from . import sync
+from . import metrics, sync
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,16 @@ def run_stage(stage: str, user_id: int, *args) -> None:
         log.info("user %s is deleted or inactive: %s skipped", user_id, stage)
         return
     step = sync.Step(stage, user_id, tuple(args))
+    ok = False
+    try:
+        _run_with_database_retries(step)
+        ok = True
+    finally:
+        metrics.task_ran(stage, ok)
+
+
+def _run_with_database_retries(step: sync.Step) -> None:
+    user_id = step.user_id
     for attempt in range(DATABASE_ATTEMPTS):
         try:
             steps = sync.run_step(step)
@@ -44,7 +54,7 @@ def run_stage(stage: str, user_id: int, *args) -> None:
             continue
         except Exception:
             if not _still_synced(user_id):  # deleted while the step ran
-                log.info("user %s was deleted during %s: stopped", user_id, stage)
+                log.info("user %s was deleted during %s: stopped", user_id, step.stage)
                 return
             raise
         enqueue_steps(steps)

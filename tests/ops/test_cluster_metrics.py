@@ -49,6 +49,8 @@ def test_metrics_after_a_sync_through_a_real_cluster_match_the_emulator(
             method = emulator_method.removeprefix("gmail.")
             assert total(samples, "mailsync_gmail_quota_units_total", method=method) == units
         assert total(samples, "mailsync_sync_runs_total", type="initial", status="completed") == 1
+        assert total(samples, "mailsync_tasks_total", stage="fetch_batch", result="done") > 0
+        assert total(samples, "mailsync_tasks_total", result="error") == 0
         assert total(samples, "mailsync_cluster_heartbeat_age_seconds") < 60
 
     assert_metrics_match()  # workers alive: their own files
