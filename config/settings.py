@@ -228,6 +228,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = _int_setting("CONN_MAX_AGE", 60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Behind PgBouncer in transaction mode a server connection belongs to a client for
+    # one transaction only: no server-side cursors (iterator() would keep one open
+    # across transactions). Django's psycopg backend binds parameters client-side and
+    # prepares no statements, which the pooler needs too (tests/test_settings.py).
+    DATABASE_POOLER_TRANSACTION_MODE = _bool_setting("DATABASE_POOLER_TRANSACTION_MODE", False)
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_POOLER_TRANSACTION_MODE
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"

@@ -93,7 +93,10 @@ def assert_one_line_naming(result: subprocess.CompletedProcess, named: str) -> N
             "HEALTH_HEARTBEAT_MAX_AGE_SECONDS",
         ),
         ({"DEBUG": "true", "MAILSYNC_OUTAGE_RETRY_SECONDS": "-5"}, "MAILSYNC_OUTAGE_RETRY_SECONDS"),
-        ({"DEBUG": "true", "MAILSYNC_BATCH_SIZE": "30"}, "MAILSYNC_CONCURRENT_REQUESTS_PER_USER=25"),
+        (
+            {"DEBUG": "true", "MAILSYNC_BATCH_SIZE": "30"},
+            "MAILSYNC_CONCURRENT_REQUESTS_PER_USER=25",
+        ),
         (
             {"DEBUG": "true", "MAILSYNC_CONCURRENT_REQUESTS_PER_USER": "0"},
             "MAILSYNC_CONCURRENT_REQUESTS_PER_USER",
@@ -169,3 +172,32 @@ def test_development_secrets_are_generated_not_literals():
     assert tracked.returncode != 0  # not in the repository
     sources = "".join(p.read_text() for p in (ROOT / "config").glob("*.py"))
     assert secret_key not in sources
+
+
+def test_pooler_transaction_mode_turns_off_server_side_cursors_and_prepared_statements():
+    """Behind PgBouncer in transaction mode: a real connection with neither (Django's
+    psycopg backend never prepares statements; this keeps it so)."""
+    script = (
+        "import django; django.setup()\n"
+        "from django.db import connection\n"
+        "connection.ensure_connection()\n"
+        "print(connection.settings_dict['DISABLE_SERVER_SIDE_CURSORS'],"
+        " connection.connection.prepare_threshold)\n"
+        "for _ in range(10): connection.cursor().execute('SELECT 1 WHERE 1 = %s', [1])\n"
+        "print(connection.connection.execute("
+        "'SELECT count(*) FROM pg_prepared_statements').fetchone()[0])\n"
+    )
+    url = "postgres://postgres@127.0.0.1:5432/postgres"
+    result = run(
+        ["-c", script],
+        DEBUG="true",
+        DATABASE_URL=url,
+        DATABASE_POOLER_TRANSACTION_MODE="true",
+        DJANGO_SETTINGS_MODULE="config.settings",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "None", "0"]
+    default = run(
+        ["-c", script], DEBUG="true", DATABASE_URL=url, DJANGO_SETTINGS_MODULE="config.settings"
+    )
+    assert default.stdout.split() == ["False", "None", "0"], default.stderr

@@ -15,7 +15,7 @@ from ..models import BatchSlot, EmailMessage, SyncProgress
 from ..workers import current_holder
 from .claims import Work, claim_work, claimable_now
 from .completion import complete_incremental_if_done, complete_initial_sync_if_done
-from .pending import lease_seconds, messages_to_fetch
+from .pending import lease_seconds, messages_to_fetch, release_claims
 from .runs import note_failure, resume_at, wait_or_resume_later, worth_retrying_now
 from .steps import Step
 from .store import store_messages
@@ -61,6 +61,10 @@ def fill_batch_slots(user_id: int) -> list[Step]:
 def fetch_batch(user_id: int, slot: int) -> list[Step]:
     """Stage 4: fetch one batch (messages alone and threads whole) and store it; keep
     the slot and go on while work remains."""
+    # A chain runs one step at a time, so claims its slot still holds are from an
+    # attempt that died before storing (a database blip, a killed worker): free them
+    # now rather than when their lease runs out.
+    release_claims(user_id, [slot])
     work = claim_work(user_id, settings.MAILSYNC_BATCH_SIZE, slot)
     if not work:
         return _nothing_to_claim(user_id, slot)
