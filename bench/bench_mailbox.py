@@ -165,10 +165,36 @@ def seed(user, count: int) -> dict[str, Any]:
             fill_search_vectors([m.pk for m in created])
     for gid, label in labels.items():
         Label.objects.filter(pk=label.pk).update(messages_total=counts[gid])
+    mirrored(user, count)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:  # what autovacuum does after a bulk load
             cursor.execute("VACUUM ANALYZE")
     return {"labels": labels, "counts": counts, "total": count}
+
+
+def mirrored(user, count: int) -> None:
+    """What a finished first sync leaves besides the rows: the mailbox's counters (what
+    the status page reads) and a completed run."""
+    from django.utils import timezone
+
+    from mailsync import counters
+    from mailsync.models import SyncProgress
+
+    counters.repair(user.pk)
+    now = timezone.now()
+    SyncProgress.objects.create(
+        user=user,
+        sync_type=SyncProgress.SyncType.INITIAL,
+        status=SyncProgress.Status.COMPLETED,
+        num_total=count,
+        num_processed=count,
+        num_fetched=count,
+        listing_completed=True,
+        completed_at=now,
+    )
+    type(user).objects.filter(pk=user.pk).update(
+        initial_sync_completed=True, label_sync_completed=True, last_full_sync_at=now
+    )
 
 
 # --- Measuring -----------------------------------------------------------------------
@@ -195,6 +221,8 @@ def pages(user, seeded: dict) -> dict[str, str]:
     html_message = everything.filter(body_html__gt="").first()
     search = reverse("mailsync:search")
     return {
+        "status JSON (what the progress page polls)": reverse("mailsync:status"),
+        "progress page": reverse("mailsync:home"),
         "inbox (labels and first page)": reverse("mailsync:mailbox"),
         "inbox deep in the keyset": f"{reverse('mailsync:mailbox')}?before={Cursor.after(deep)}",
         "all mail deep in the keyset": (
@@ -245,6 +273,7 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, An
         TOKEN_ENCRYPTION_KEYS=Fernet.generate_key().decode(),  # a throwaway key
         ALLOWED_HOSTS="testserver",
         GMAIL_EMULATOR_URL="http://127.0.0.1:9/",  # never called
+        SECURE_SSL_REDIRECT="false",  # the test client speaks plain HTTP
         REDIS_URL="",
         LOG_LEVEL="WARNING",
     )
