@@ -1,15 +1,15 @@
 """The product's story in a real browser: a user signs in with Google, watches the
 mirror fill, reads it (a label, a search, a message and its thread, an attachment);
-an operator then starts an incremental sync from the console.
+an operator then starts an incremental sync from the console; the user disconnects
+Google (keeping the mirror), signs in again (the mirror catches up), and deletes the
+account.
 
 Everything is real except Google: `manage.py runserver` and `manage.py qcluster`
 subprocesses on the test database, the Gmail emulator (in this process) for OAuth and
 the API, and Debian's headless Chromium. The server is a subprocess because allauth
 reads the Google URLs when its views are imported: settings of its own, from the env.
 
-The story is a sequence of steps, each a function of the `Story`; a later chapter
-(disconnecting Google, signing in again, deleting the account) is more steps appended
-to the test.
+The story is a sequence of steps, each a function of the `Story`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count
 from django_q.models import Schedule
 
+from accounts.models import GoogleToken
 from mailsync.models import EmailMessage, Label, SyncProgress
 from tests.browser.conftest import console_page
 from tests.cluster import cluster_env, wait_for
-from tests.gmail_fixtures import attachment_bytes
+from tests.gmail_fixtures import assert_exact_mirror, attachment_bytes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.browser]
 
@@ -106,6 +107,9 @@ def test_sign_in_watch_read_the_mailbox_then_an_operator_syncs_again(
     download_an_attachment(story)
     read_the_mailbox_on_a_phone(story)
     an_operator_runs_an_incremental_sync(story)
+    disconnect_google_keeping_the_mirror(story)
+    sign_in_again(story)
+    delete_the_account(story)
     story.context.close()
 
 
@@ -321,6 +325,58 @@ def an_operator_runs_an_incremental_sync(story: Story) -> None:
     assert story.page.get_attribute("#stage-incremental", "data-state") == "done"
     assert story.page.inner_text("#incremental-last") == "just now"
     console.context.close()
+
+
+# --- Leaving, coming back, leaving for good ------------------------------------------------
+def disconnect_google_keeping_the_mirror(story: Story) -> None:
+    page, user = story.page, story.user
+    kept = EmailMessage.objects.filter(user=user).count()
+    page.goto(story.url("/account/"))
+    assert page.get_attribute("#google-status", "data-connected") == "true"
+    assert page.is_checked('input[name="mirror"][value="keep"]')  # keeping is the default
+    page.click("#disconnect-google")
+    page.wait_for_selector('#google-status[data-connected="false"]')
+    assert not GoogleToken.objects.filter(account__user=user).exists()
+    assert EmailMessage.objects.filter(user=user).count() == kept
+    # Nothing syncs a disconnected mailbox: the mail that arrives now waits for Gmail.
+    story.notes["arrived while away"] = story.emulator.insert_message(MAILBOX)
+
+
+def sign_in_again(story: Story) -> None:
+    page, user = story.page, story.user
+    page.click("#reconnect-google")
+    page.wait_for_selector(f'[data-email="{MAILBOX}"]')
+    page.click(f'[data-email="{MAILBOX}"]')
+    page.wait_for_url(story.url("/"))
+    assert GoogleToken.objects.filter(account__user=user).exists()
+    assert get_user_model().objects.filter(email=MAILBOX).count() == 1  # the same account
+
+    def caught_up() -> bool:
+        runs = SyncProgress.objects.filter(user=user)
+        return not any(run.is_active for run in runs) and EmailMessage.objects.filter(
+            user=user, gmail_id=story.notes["arrived while away"], internal_date__isnull=False
+        ).exists()
+
+    wait_for(caught_up, 60, "the mirror to catch up after signing in again", story.logs)
+    assert_exact_mirror(user, story.emulator.snapshot(MAILBOX))
+
+
+def delete_the_account(story: Story) -> None:
+    page, user = story.page, story.user
+    page.goto(story.url("/account/"))
+    page.click("#delete-account-link")
+    page.click("#confirm-delete-account")
+    page.wait_for_url(re.compile(r".*/accounts/login/.*"))
+    page.goto(story.url("/mail/"))
+    assert "/accounts/login/" in page.url  # signed out at once
+    wait_for(
+        lambda: not get_user_model().objects.filter(pk=user.pk).exists(),
+        60,
+        "the account to be deleted",
+        story.logs,
+    )
+    assert not EmailMessage.objects.filter(user_id=user.pk).exists()
+    assert not Label.objects.filter(user_id=user.pk).exists()
 
 
 # --- Helpers -----------------------------------------------------------------------------
