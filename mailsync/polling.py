@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from . import gmail
 from .models import SyncProgress
-from .sync.runs import create_run
+from .sync.runs import create_run, finish_run
 from .sync.steps import Step, enqueue
 
 log = logging.getLogger(__name__)
@@ -165,8 +165,16 @@ def poll(user_id: int, follow_up: int = 0) -> list[Step]:
     except gmail.HistoryExpired:
         page = None  # the run below meets the 404 too and re-lists the mailbox
     except (gmail.RateLimited, gmail.TransientError) as exc:
+        # Not recorded as a run: an outage would write one per user and minute. The
+        # next poll comes in a minute; the metrics count the failed calls.
         log.info("user %s: poll postponed: %s", user_id, exc)
         User.objects.filter(pk=user_id).update(sync_claimed_at=None, next_sync_at=now + RETRY_LATER)
+        return []
+    except gmail.PermanentError as exc:
+        # Gmail refuses the poll itself: recorded as a failed run, visibly.
+        run, created = create_run(user, SyncType.INCREMENTAL)
+        if created:
+            finish_run(run.pk, SyncProgress.Status.FAILED, f"Gmail refused a request: {exc}")
         return []
     if page is not None and not page.records and not page.next_page_token:
         return _nothing_new(user, int(page.history_id), now, bool(follow_up))

@@ -93,7 +93,10 @@ def assert_one_line_naming(result: subprocess.CompletedProcess, named: str) -> N
             "HEALTH_HEARTBEAT_MAX_AGE_SECONDS",
         ),
         ({"DEBUG": "true", "MAILSYNC_OUTAGE_RETRY_SECONDS": "-5"}, "MAILSYNC_OUTAGE_RETRY_SECONDS"),
-        ({"DEBUG": "true", "MAILSYNC_BATCH_SIZE": "30"}, "MAILSYNC_CONCURRENT_REQUESTS_PER_USER=25"),
+        (
+            {"DEBUG": "true", "MAILSYNC_BATCH_SIZE": "30"},
+            "MAILSYNC_CONCURRENT_REQUESTS_PER_USER=25",
+        ),
         (
             {"DEBUG": "true", "MAILSYNC_CONCURRENT_REQUESTS_PER_USER": "0"},
             "MAILSYNC_CONCURRENT_REQUESTS_PER_USER",
@@ -101,6 +104,20 @@ def assert_one_line_naming(result: subprocess.CompletedProcess, named: str) -> N
         (
             {"DEBUG": "true", "MAILSYNC_QUOTA_WINDOW_SECONDS": "0"},
             "MAILSYNC_QUOTA_WINDOW_SECONDS",
+        ),
+        ({"DEBUG": "true", "GMAIL_PUSH_TOPIC": "my-topic"}, "GMAIL_PUSH_TOPIC"),
+        ({"DEBUG": "true", "GMAIL_PUSH_TOPIC": "projects/p/topics/t"}, "GMAIL_PUSH_AUDIENCE"),
+        (
+            {
+                "DEBUG": "true",
+                "GMAIL_PUSH_TOPIC": "projects/p/topics/t",
+                "GMAIL_PUSH_AUDIENCE": "https://mail.example.com/gmail/push/",
+            },
+            "GMAIL_PUSH_SERVICE_ACCOUNT",
+        ),
+        (
+            {"DEBUG": "true", "MAILSYNC_PUSH_FALLBACK_MINUTES": "0"},
+            "MAILSYNC_PUSH_FALLBACK_MINUTES",
         ),
     ],
 )

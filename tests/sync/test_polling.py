@@ -290,3 +290,20 @@ def test_clean_up_works_through_any_backlog_in_chunks(user_factory, settings, mo
     # users[0]'s latest is the recent run; the others keep their latest old one.
     assert kept == {recent.pk, runs[5].pk, runs[8].pk}
     assert removed == {"runs": 7, "successes": 5, "failures": 0}
+
+
+def test_a_poll_gmail_refuses_is_a_failed_run_and_an_outage_only_postpones(mirrored, emulator):
+    user, _ = mirrored()
+    emulator.script_fault(r"/history$", count=1, status=400, reason="invalidArgument")
+    sync.run_inline([sync.Step("poll", user.pk)])
+    failed = SyncProgress.objects.get(user=user, sync_type="incremental")
+    assert failed.status == "failed"
+    assert "Gmail refused a request" in failed.error_message
+
+    emulator.script_fault(r"/history$", seconds=30, status=503)
+    sync.run_inline([sync.Step("poll", user.pk)])
+    emulator.clear_faults()
+    assert SyncProgress.objects.filter(user=user, sync_type="incremental").count() == 1
+    user.refresh_from_db()
+    assert user.sync_claimed_at is None
+    assert user.next_sync_at < timezone.now() + dt.timedelta(minutes=2)

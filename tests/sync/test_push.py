@@ -8,6 +8,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -185,14 +186,19 @@ def test_fifty_pushes_in_a_second_start_one_incremental(
     _cluster_is_taking_tasks(cluster)
     emulator.reset_stats()
 
-    started = time.monotonic()
-    statuses = set()
+    # 50 new messages, each with the notification Gmail would send for it...
+    history_ids = []
     for _ in range(50):
         emulator.insert_message(user.email)
-        latest = int(emulator.snapshot(user.email)["historyId"])
-        statuses.add(deliver(push_settings, user.email, latest, token))
+        history_ids.append(int(emulator.snapshot(user.email)["historyId"]))
+    # ...delivered within a second, in any order, from many connections (as Pub/Sub).
+    started = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:
+        statuses = set(
+            pool.map(lambda h: deliver(push_settings, user.email, h, token), history_ids)
+        )
     assert statuses == {204}
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 1.5
 
     def settled() -> bool:
         user.refresh_from_db()
