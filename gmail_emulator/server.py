@@ -61,7 +61,8 @@ def dispatch(emu: Any, method: str, path: str, params: dict[str, list[str]],
         return handle_batch(emu, headers, body)
     if path in CERTS and method == "GET":
         certs = json.dumps(emu.oidc_certs()).encode()
-        return 200, {"Content-Type": "application/json", "Cache-Control": "public, max-age=3600"}, certs
+        headers = {"Content-Type": "application/json", "Cache-Control": "public, max-age=3600"}
+        return _count(emu, "oauth2.certs", (200, headers, certs))
     if path in OAUTH_PATHS:
         try:  # scripted faults apply to the OAuth endpoints too (a token endpoint 503)
             emu.take_scripted_fault("/" + path)

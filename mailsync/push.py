@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 ISSUERS = ("https://accounts.google.com", "accounts.google.com")
 CERTS_TIMEOUT_S = 10
+# Pub/Sub's clock and ours may differ a little: a token "used too early" by a few seconds
+# would be refused and redelivered for nothing.
+CLOCK_SKEW_S = 30
 # Google's certificate answers say how long they may be cached (hours); at least this
 # long is kept, so a storm of forged tokens cannot make us fetch the certs again and
 # again, and at most a day.
@@ -107,7 +110,11 @@ def verify(authorization: str) -> Mapping[str, Any]:
     for attempt in range(2):
         try:
             claims = id_token.verify_token(
-                token.strip(), _certs, audience=settings.GMAIL_PUSH_AUDIENCE, certs_url=url
+                token.strip(),
+                _certs,
+                audience=settings.GMAIL_PUSH_AUDIENCE,
+                certs_url=url,
+                clock_skew_in_seconds=CLOCK_SKEW_S,
             )
             break
         except google.auth.exceptions.TransportError:

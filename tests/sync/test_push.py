@@ -135,6 +135,8 @@ def test_valid_pushes_are_acknowledged_without_calling_gmail(
     assert deliver(push_settings, user.email, known + 3, token) == 204  # redelivered
     assert deliver(push_settings, user.email, known + 2, token) == 204  # older
     assert not [m for m in emulator.stats()["by_method"] if m.startswith("gmail.")]
+    # The certificates are cached: at most one fetch for five deliveries.
+    assert emulator.stats()["by_method"].get("oauth2.certs", 0) <= 1
     assert OrmQ.objects.count() == queued + 1
     user.refresh_from_db()
     assert user.push_history_id == known + 3
