@@ -61,6 +61,10 @@ def watch(user_id: int) -> list[Step]:
         watch_history_id=str(answer.get("historyId", "")),
         watch_expires_at=expires,
     )
+    # Push covers the user now: the safety-net poll moves to the fallback interval.
+    User.objects.filter(pk=user_id, next_sync_at__isnull=False).update(
+        next_sync_at=now + dt.timedelta(minutes=settings.MAILSYNC_PUSH_FALLBACK_MINUTES)
+    )
     event("push.watching", user_id, f"push on until {expires:%Y-%m-%d %H:%M} UTC")
     return []
 

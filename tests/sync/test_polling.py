@@ -218,6 +218,8 @@ def test_watch_is_renewed_daily_and_stopped_on_disconnect(
     assert user.push_summary == "on"
     assert user.watch_expires_at > timezone.now() + dt.timedelta(days=6)
     assert mailbox.watch is not None
+    # The safety-net poll moved to the fallback interval (60 min).
+    assert user.next_sync_at > timezone.now() + dt.timedelta(minutes=55)
     User.objects.filter(pk=user.pk).update(watch_expires_at=timezone.now() + dt.timedelta(hours=3))
     emulator.reset_stats()
 
