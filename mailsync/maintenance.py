@@ -154,32 +154,39 @@ def start_health_checks() -> int:
 
 HEALTH_CHUNK = 500
 # Rows deleted per statement by the clean-up; each statement is short, and the pass
-# stops after CLEAN_UP_BUDGET_S, handing what is left to a new task.
+# stops when its time budget is spent, handing what is left to a new task.
 CLEAN_UP_CHUNK = 1000
 
 
-def clean_up(now: dt.datetime | None = None, budget_s: float | None = None) -> dict[str, int]:
+def clean_up(
+    now: dt.datetime | None = None, budget_s: float | None = None, after_run: int = 0
+) -> dict[str, int]:
     """Daily: forget finished runs and task results older than the retention, but keep
     each user's latest run of every type (the page and the admin show it). Chunked and
-    time-boxed whatever the backlog: what remains is handed to a new task."""
+    time-boxed whatever the backlog: what remains is handed to a new task, which goes
+    on from the run where this one stopped (`after_run`)."""
     now = now or timezone.now()
     budget_s = budget_s if budget_s is not None else settings.MAILSYNC_TASK_MAX_SECONDS / 2
     deadline = time.monotonic() + budget_s
     cutoff = now - dt.timedelta(days=settings.MAILSYNC_KEEP_FINISHED_RUNS_DAYS)
     removed = {"runs": 0, "successes": 0, "failures": 0}
-    done = _clean_runs(cutoff, deadline, removed)
-    done = done and _clean_task_results(cutoff, deadline, removed)
-    if not done:
-        from django_q.tasks import async_task
+    # after_run -1: the runs are done, only task results remain.
+    stopped_at = _clean_runs(cutoff, deadline, removed, after_run) if after_run >= 0 else None
+    if stopped_at is None and _clean_task_results(cutoff, deadline, removed):
+        return removed
+    from django_q.tasks import async_task
 
-        async_task("mailsync.tasks.clean_up", q_options={"group": "clean_up"})
+    go_on = -1 if stopped_at is None else stopped_at
+    async_task("mailsync.tasks.clean_up", go_on, q_options={"group": "clean_up"})
     return removed
 
 
-def _clean_runs(cutoff: dt.datetime, deadline: float, removed: dict[str, int]) -> bool:
-    """Walk runs in id order (ids grow with the start time): stop at the first run that
-    started after the cutoff, so the pass never reads the recent part of the table."""
-    after = 0
+def _clean_runs(
+    cutoff: dt.datetime, deadline: float, removed: dict[str, int], after: int
+) -> int | None:
+    """Walk runs in id order (ids grow with the start time) from `after`: stop at the
+    first run that started after the cutoff, so the pass never reads the recent part of
+    the table. Returns None when done, else the id to go on after."""
     while time.monotonic() < deadline:
         rows = list(
             SyncProgress.objects.filter(pk__gt=after)
@@ -205,9 +212,9 @@ def _clean_runs(cutoff: dt.datetime, deadline: float, removed: dict[str, int]) -
                     .get(SyncProgress._meta.label, 0)
                 )
         if len(rows) < CLEAN_UP_CHUNK or any(row[4] >= cutoff for row in rows):
-            return True
+            return None
         after = rows[-1][0]
-    return False
+    return after
 
 
 def _clean_task_results(cutoff: dt.datetime, deadline: float, removed: dict[str, int]) -> bool:

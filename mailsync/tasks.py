@@ -136,7 +136,7 @@ def renew_watches() -> int:
     return renew_watches()
 
 
-def clean_up() -> dict:
+def clean_up(after_run: int = 0) -> dict:
     from .maintenance import clean_up
 
-    return clean_up()
+    return clean_up(after_run=after_run)

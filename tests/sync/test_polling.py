@@ -309,3 +309,37 @@ def test_a_poll_gmail_refuses_is_a_failed_run_and_an_outage_only_postpones(mirro
     user.refresh_from_db()
     assert user.sync_claimed_at is None
     assert user.next_sync_at < timezone.now() + dt.timedelta(minutes=2)
+
+
+def test_clean_up_hands_what_is_left_to_a_task_that_goes_on_where_it_stopped(
+    user_factory, settings, monkeypatch
+):
+    settings.MAILSYNC_KEEP_FINISHED_RUNS_DAYS = 30
+    monkeypatch.setattr(maintenance, "CLEAN_UP_CHUNK", 2)
+    old = timezone.now() - dt.timedelta(days=40)
+    user = user_factory()
+    runs = [
+        SyncProgress.objects.create(user=user, sync_type="incremental", status="completed")
+        for _ in range(7)
+    ]
+    SyncProgress.objects.filter(pk__in=[r.pk for r in runs]).update(started_at=old)
+
+    class Clock:  # each look at the clock is a second later: the budget lasts two chunks
+        now = 0.0
+
+        def monotonic(self) -> float:
+            self.now += 1.0
+            return self.now
+
+    monkeypatch.setattr(maintenance, "time", Clock())
+    first = maintenance.clean_up(budget_s=2.5)
+
+    (task,) = OrmQ.objects.all()
+    cursor = task.task["args"][0]
+    assert first["runs"] == 4
+    assert cursor == runs[3].pk
+    monkeypatch.undo()
+    settings.MAILSYNC_KEEP_FINISHED_RUNS_DAYS = 30
+    second = maintenance.clean_up(after_run=cursor)
+    assert second["runs"] == 2
+    assert list(SyncProgress.objects.values_list("pk", flat=True)) == [runs[-1].pk]
