@@ -70,6 +70,7 @@ class UserAdmin(BoundedChangelist, BaseUserAdmin):
         "last_incremental_sync",
         "active_runs",
         "google_access",
+        "push",
     )
     list_filter = (
         GoogleAccessFilter,
@@ -104,11 +105,14 @@ class UserAdmin(BoundedChangelist, BaseUserAdmin):
                     "last_incremental_sync_at",
                     "gmail_auth_error",
                     "created_via",
+                    "push",
+                    "next_sync_at",
+                    "watch_expires_at",
                 )
             },
         ),
     )
-    readonly_fields = ("created_via",)
+    readonly_fields = ("created_via", "push", "next_sync_at", "watch_expires_at")
 
     def get_queryset(self, request):
         # One query for the active runs of every user on the page, not one per row.
@@ -153,6 +157,11 @@ class UserAdmin(BoundedChangelist, BaseUserAdmin):
     @admin.display(description="last full sync")
     def last_full_sync(self, obj: User) -> str:
         return _ago(obj.last_full_sync_at)
+
+    @admin.display(description="push")
+    def push(self, obj: User) -> str:
+        """Gmail push: on, off, or failed with the reason (the user is polled then)."""
+        return obj.push_summary
 
     @admin.display(description="last incremental")
     def last_incremental_sync(self, obj: User) -> str:

@@ -32,7 +32,9 @@ def disconnect_google(user_id: int, reason: str = DISCONNECTED) -> bool:
     User = get_user_model()
     with transaction.atomic():
         # The "sign in again" state keeps schedules and the watchdog away from the user.
-        User.objects.filter(pk=user_id).update(gmail_auth_error=reason)
+        User.objects.filter(pk=user_id).update(
+            gmail_auth_error=reason, next_sync_at=None, sync_claimed_at=None
+        )
         sync.fail_runs(user_id, f"Stopped: {reason}")
         BatchSlot.objects.filter(user_id=user_id).update(leased_until=None)
     _stop_watch(user_id)
@@ -47,9 +49,6 @@ def disconnect_google(user_id: int, reason: str = DISCONNECTED) -> bool:
 def _stop_watch(user_id: int) -> None:
     """No more push notifications for the mailbox (ignored when it fails or has no
     watch: a watch also lapses by itself within 7 days)."""
-    from mailsync import gmail
+    from mailsync import watches
 
-    try:
-        gmail.GmailClient(user_id, max_wait_s=STOP_WATCH_MAX_WAIT_S).stop_watch()
-    except gmail.GmailError as exc:
-        log.info("user %s: no push watch stopped: %s", user_id, exc)
+    watches.stop(user_id, max_wait_s=STOP_WATCH_MAX_WAIT_S)

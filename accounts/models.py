@@ -66,6 +66,32 @@ class User(AbstractUser):
         help_text="What the user asked to delete and is being deleted in the background.",
     )
 
+    # --- Polling and push (mailsync/polling.py, mailsync/push.py) ---
+    # When the next poll of the mailbox is due: the dispatcher selects due users by this
+    # indexed column, oldest first, and moves it on when it enqueues their poll. NULL:
+    # nothing to poll (no complete mirror, access refused, inactive).
+    next_sync_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Set while a poll or an incremental run of the user is queued or running: a push
+    # that arrives meanwhile only records `push_history_id`. Stale after
+    # MAILSYNC_STALLED_AFTER_SECONDS (a lost task cannot block the user for good).
+    sync_claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The largest historyId a push announced: one more pass follows a run that ended
+    # below it. Redelivering a notification changes nothing.
+    push_history_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    push_state = models.CharField(
+        max_length=8,
+        choices=[("", "off"), ("on", "on"), ("failed", "failed")],
+        blank=True,
+        default="",
+        editable=False,
+        help_text="Gmail push (users.watch): off, on, or failed (then the user is polled).",
+    )
+    push_error = models.TextField(blank=True, default="", editable=False)
+    watch_history_id = models.CharField(max_length=32, blank=True, default="", editable=False)
+    # When the watch lapses; also set (to the failure time) when a watch failed, so the
+    # daily renewal finds both through one index.
+    watch_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+
     objects = OperatorUserManager()
 
     class Meta(AbstractUser.Meta):
@@ -82,6 +108,18 @@ class User(AbstractUser):
                 condition=~models.Q(gmail_auth_error=""),
                 name="user_needs_sign_in_idx",
             ),
+            # The dispatcher: due users, oldest first (mailsync/polling.py).
+            models.Index(
+                fields=["next_sync_at"],
+                condition=models.Q(next_sync_at__isnull=False),
+                name="user_next_sync_idx",
+            ),
+            # The daily watch renewal: watches that lapse soon, or failed.
+            models.Index(
+                fields=["watch_expires_at", "id"],
+                condition=models.Q(watch_expires_at__isnull=False),
+                name="user_watch_expiry_idx",
+            ),
         ]
 
     @property
@@ -89,6 +127,13 @@ class User(AbstractUser):
         return bool(
             self.initial_sync_completed and self.label_sync_completed and self.gmail_history_id
         )
+
+    @property
+    def push_summary(self) -> str:
+        """What the status page and the admin say: "on", "off" or "failed: reason"."""
+        if self.push_state == "failed":
+            return f"failed: {self.push_error}" if self.push_error else "failed"
+        return self.push_state or "off"
 
     def __str__(self) -> str:
         return self.email or self.username

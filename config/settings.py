@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -330,6 +331,35 @@ GOOGLE_AUTHORIZE_URL = (
 )
 GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail.readonly"
 
+# --- Gmail push (users.watch -> Cloud Pub/Sub push subscription -> POST /gmail/push/) ---
+# With a topic set, every mirrored mailbox is watched; Pub/Sub's OIDC token on each
+# delivery must carry this audience and service account (mailsync/push.py).
+GMAIL_PUSH_TOPIC = env.str("GMAIL_PUSH_TOPIC", default="").strip()
+if GMAIL_PUSH_TOPIC and not re.fullmatch(r"projects/[^/]+/topics/[^/]+", GMAIL_PUSH_TOPIC):
+    raise ImproperlyConfigured(
+        f"GMAIL_PUSH_TOPIC={GMAIL_PUSH_TOPIC!r} must look like projects/PROJECT/topics/TOPIC"
+    )
+GMAIL_PUSH_AUDIENCE = env.str("GMAIL_PUSH_AUDIENCE", default="").strip()
+_EMULATOR_PUSH_SERVICE_ACCOUNT = "gmail-push@emulator.iam.gserviceaccount.com"
+GMAIL_PUSH_SERVICE_ACCOUNT = env.str(
+    "GMAIL_PUSH_SERVICE_ACCOUNT",
+    default=_EMULATOR_PUSH_SERVICE_ACCOUNT if GMAIL_EMULATOR_URL else "",
+).strip()
+if GMAIL_PUSH_TOPIC:
+    # A push endpoint that cannot check who calls it would let anyone start syncs.
+    for _name, _value in (
+        ("GMAIL_PUSH_AUDIENCE", GMAIL_PUSH_AUDIENCE),
+        ("GMAIL_PUSH_SERVICE_ACCOUNT", GMAIL_PUSH_SERVICE_ACCOUNT),
+    ):
+        if not _value:
+            raise ImproperlyConfigured(f"{_name} must be set when GMAIL_PUSH_TOPIC is set")
+# Where Pub/Sub's signing certificates are (PEM by key id); the emulator serves its own.
+GMAIL_PUSH_CERTS_URL = (
+    f"{GMAIL_EMULATOR_URL}oauth2/v1/certs"
+    if GMAIL_EMULATOR_URL
+    else "https://www.googleapis.com/oauth2/v1/certs"
+)
+
 # --- Sign in with Google (django-allauth) ---------------------------------------
 SITE_ID = 1
 AUTHENTICATION_BACKENDS = [
@@ -407,6 +437,8 @@ if MAILSYNC_QUOTA_WINDOW_SECONDS <= 0:
 MAILSYNC_INCREMENTAL_INTERVAL_MINUTES = _int_setting(
     "MAILSYNC_INCREMENTAL_INTERVAL_MINUTES", 5, minimum=1
 )
+# Users whose push watch is healthy are still polled, as a safety net, this often.
+MAILSYNC_PUSH_FALLBACK_MINUTES = _int_setting("MAILSYNC_PUSH_FALLBACK_MINUTES", 60, minimum=1)
 MAILSYNC_STALLED_AFTER_SECONDS = _int_setting("MAILSYNC_STALLED_AFTER_SECONDS", 300, 10)
 # A message that fails while Gmail serves others is tried again after this many seconds,
 # doubling each time; after MAILSYNC_UNAVAILABLE_AFTER_ATTEMPTS it is "unavailable" (the

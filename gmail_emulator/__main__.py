@@ -39,6 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate-limit-status", type=int, choices=(403, 429), default=429)
     p.add_argument("--activity-per-minute", type=float, default=0.0)
     p.add_argument("--push-url", default=None)
+    p.add_argument("--push-audience", default=None,
+                   help="the aud claim of push tokens (default: the push URL)")
+    p.add_argument("--push-service-account", default=None,
+                   help="the email claim of push tokens")
     p.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
     p.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
     p.add_argument("--log-requests", action="store_true")
@@ -89,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         history_retention_s=args.history_retention_s, token_lifetime_s=args.token_lifetime_s,
         empty_history_page_rate=args.empty_history_page_rate,
         rate_limit_status=args.rate_limit_status, push_url=args.push_url,
-        log_requests=args.log_requests)
+        push_audience=args.push_audience, log_requests=args.log_requests)
+    if args.push_service_account:
+        config.push_service_account = args.push_service_account
     given = {name: getattr(args, name) for name in QUIRK_OPTIONS if getattr(args, name) is not None}
     config.update(**given, **({"unstable": True} if args.unstable else {}))
     emu = Emulator(config, client_id=args.client_id, client_secret=args.client_secret)

@@ -43,6 +43,11 @@ class EmulatorConfig:
     # Google publishes no figure; a recommended batch of 50 parts must pass.
     concurrent_requests_per_user: int = 100
     push_url: str | None = None
+    # The OIDC token of push requests: `aud` (None = the push URL, as Pub/Sub's default)
+    # and `email` (the subscription's service account); push_auth False sends none.
+    push_audience: str | None = None
+    push_service_account: str = "gmail-push@emulator.iam.gserviceaccount.com"
+    push_auth: bool = True
     seed: int = 0
     history_id_step_max: int = 7
     record_responses: bool = False

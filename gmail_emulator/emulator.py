@@ -65,6 +65,7 @@ class Emulator:
         self.responses: deque[tuple[str, Any]] = deque(maxlen=self.config.record_responses_max)
         self._server: Any = None
         self._activity: Any = None
+        self._oidc: Any = None
 
     # ----- mailboxes ------------------------------------------------------------------------
     def mailbox_emails(self) -> list[str]:
@@ -201,6 +202,29 @@ class Emulator:
         if self._activity is not None:
             self._activity.stop()
             self._activity = None
+
+    # ----- Pub/Sub's OIDC tokens (push requests) ----------------------------------------------
+    @property
+    def oidc(self) -> Any:
+        """The signer of push tokens; `cryptography` is loaded on first use only."""
+        if self._oidc is None:
+            from .oidc import Signer
+
+            self._oidc = Signer()
+        return self._oidc
+
+    def push_token(self, url: str | None = None, audience: str | None = None,
+                   service_account: str | None = None) -> str:
+        """The token Pub/Sub would send to `url`: aud = `audience`, else the configured
+        push_audience, else the push URL."""
+        from .oidc import push_claims
+
+        cfg = self.config
+        aud = audience or cfg.push_audience or url or cfg.push_url or ""
+        return self.oidc.sign(push_claims(aud, service_account or cfg.push_service_account))
+
+    def oidc_certs(self) -> dict[str, str]:
+        return self.oidc.certs()
 
     # ----- inspection ----------------------------------------------------------------------
     def snapshot(self, email: str) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Google sends at most one notification per second per mailbox, so changes are coalesced:
 a change marks the mailbox dirty and the sender posts the latest historyId once the
 mailbox's one-second gap has passed. Delivery failures are logged and dropped, as
-Pub/Sub push gives no guarantee either (clients must keep polling).
+Pub/Sub push gives no guarantee either (clients must keep polling). Each request
+carries Pub/Sub's OIDC token (`Authorization: Bearer`, see oidc.py).
 """
 
 from __future__ import annotations
@@ -94,8 +95,11 @@ class Notifier:
             "subscription": "projects/emulator/subscriptions/gmail",
         }
         body["message"]["message_id"] = body["message"]["messageId"]
+        headers = {"Content-Type": "application/json"}
+        if self.emu.config.push_auth:
+            headers["Authorization"] = f"Bearer {self.emu.push_token(url)}"
         request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+                                         headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=5) as resp:
                 resp.read()

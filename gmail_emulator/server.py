@@ -28,6 +28,9 @@ OAUTH_REVOKE = {"revoke", "o/oauth2/revoke"}
 USERINFO = {"v1/userinfo", "oauth2/v1/userinfo", "oauth2/v2/userinfo", "oauth2/v3/userinfo",
             "userinfo/v2/me"}
 BATCH = {"batch", "batch/gmail/v1"}
+# Google's signing certificates of its OIDC tokens (PEM by key id): here the emulator's
+# own, which sign its push requests.
+CERTS = {"oauth2/v1/certs"}
 OAUTH_PATHS = OAUTH_AUTHORIZE | OAUTH_TOKEN | OAUTH_REVOKE | USERINFO
 
 
@@ -56,6 +59,10 @@ def dispatch(emu: Any, method: str, path: str, params: dict[str, list[str]],
         return control_api.handle(emu, method, path[len("_emulator/v1/"):], params, body)
     if path in BATCH and method == "POST":
         return handle_batch(emu, headers, body)
+    if path in CERTS and method == "GET":
+        certs = json.dumps(emu.oidc_certs()).encode()
+        headers = {"Content-Type": "application/json", "Cache-Control": "public, max-age=3600"}
+        return _count(emu, "oauth2.certs", (200, headers, certs))
     if path in OAUTH_PATHS:
         try:  # scripted faults apply to the OAuth endpoints too (a token endpoint 503)
             emu.take_scripted_fault("/" + path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -15,7 +16,7 @@ from django.db.models import Max
 from django.utils import timezone
 from django_q.models import Failure, Success
 
-from . import sync, workers
+from . import polling, sync, workers
 from .models import BatchSlot, SyncProgress
 
 log = logging.getLogger(__name__)
@@ -30,25 +31,13 @@ def _eligible_users():
         label_sync_completed=True,
         gmail_history_id__isnull=False,
         gmail_auth_error="",
-    ).exclude(sync_runs__status__in=SyncProgress.ACTIVE_STATUSES)
+    )
 
 
 def dispatch_incremental_syncs(now: dt.datetime | None = None) -> int:
-    """Runs every minute. Each user belongs to one minute of the interval (id modulo
-    the interval), so their syncs are spread over it rather than all at once; a user
-    whose last sync is overdue (a missed minute) is taken too."""
-    now = now or timezone.now()
-    interval = settings.MAILSYNC_INCREMENTAL_INTERVAL_MINUTES
-    slot = int(now.timestamp() // 60) % interval
-    overdue = now - dt.timedelta(minutes=interval * 2)
-    started = 0
-    for user in _eligible_users().iterator():
-        due = user.pk % interval == slot
-        late = user.last_incremental_sync_at is None or user.last_incremental_sync_at < overdue
-        if due or late:
-            sync.start_incremental_sync(user)
-            started += 1
-    return started
+    """Every minute: poll the users that are due (see mailsync/polling.py). Work is
+    proportional to the users due, not to all users."""
+    return polling.dispatch(now)
 
 
 # Runs the watchdog resumes per pass; the rest wait for the next minute.
@@ -145,30 +134,103 @@ def _resume_runs_of_dead_workers(now: dt.datetime) -> int:
 
 
 def start_health_checks() -> int:
-    """Daily: compare every complete mirror with Gmail and repair drift."""
-    started = 0
-    for user in _eligible_users().iterator():
-        sync.start_health_check(user)
-        started += 1
-    return started
+    """Daily: compare every complete mirror with Gmail and repair drift. Users are read
+    a chunk at a time by id (no cursor stays open while runs are started)."""
+    started, after = 0, 0
+    while True:
+        ids = list(
+            _eligible_users()
+            .filter(pk__gt=after)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:HEALTH_CHUNK]
+        )
+        if not ids:
+            return started
+        for user in User.objects.filter(pk__in=ids):
+            sync.start_health_check(user)
+            started += 1
+        after = ids[-1]
 
 
-def clean_up(now: dt.datetime | None = None) -> dict[str, int]:
-    """Daily: forget finished runs and task results older than the retention, but
-    keep each user's latest run of every type (the page and the admin show it)."""
+HEALTH_CHUNK = 500
+# Rows deleted per statement by the clean-up; each statement is short, and the pass
+# stops when its time budget is spent, handing what is left to a new task.
+CLEAN_UP_CHUNK = 1000
+
+
+def clean_up(
+    now: dt.datetime | None = None, budget_s: float | None = None, after_run: int = 0
+) -> dict[str, int]:
+    """Daily: forget finished runs and task results older than the retention, but keep
+    each user's latest run of every type (the page and the admin show it). Chunked and
+    time-boxed whatever the backlog: what remains is handed to a new task, which goes
+    on from the run where this one stopped (`after_run`)."""
     now = now or timezone.now()
+    budget_s = budget_s if budget_s is not None else settings.MAILSYNC_TASK_MAX_SECONDS / 2
+    deadline = time.monotonic() + budget_s
     cutoff = now - dt.timedelta(days=settings.MAILSYNC_KEEP_FINISHED_RUNS_DAYS)
-    latest = (
-        SyncProgress.objects.values("user_id", "sync_type")
-        .annotate(latest=Max("pk"))
-        .values_list("latest", flat=True)
-    )
-    runs, _ = (
-        SyncProgress.objects.exclude(status__in=SyncProgress.ACTIVE_STATUSES)
-        .filter(started_at__lt=cutoff)
-        .exclude(pk__in=list(latest))
-        .delete()
-    )
-    successes, _ = Success.objects.filter(stopped__lt=cutoff).delete()
-    failures, _ = Failure.objects.filter(stopped__lt=cutoff).delete()
-    return {"runs": runs, "successes": successes, "failures": failures}
+    removed = {"runs": 0, "successes": 0, "failures": 0}
+    # after_run -1: the runs are done, only task results remain.
+    stopped_at = _clean_runs(cutoff, deadline, removed, after_run) if after_run >= 0 else None
+    if stopped_at is None and _clean_task_results(cutoff, deadline, removed):
+        return removed
+    from django_q.tasks import async_task
+
+    go_on = -1 if stopped_at is None else stopped_at
+    async_task("mailsync.tasks.clean_up", go_on, q_options={"group": "clean_up"})
+    return removed
+
+
+def _clean_runs(
+    cutoff: dt.datetime, deadline: float, removed: dict[str, int], after: int
+) -> int | None:
+    """Walk runs in id order (ids grow with the start time) from `after`: stop at the
+    first run that started after the cutoff, so the pass never reads the recent part of
+    the table. Returns None when done, else the id to go on after."""
+    while time.monotonic() < deadline:
+        rows = list(
+            SyncProgress.objects.filter(pk__gt=after)
+            .order_by("pk")
+            .values_list("pk", "user_id", "sync_type", "status", "started_at")[:CLEAN_UP_CHUNK]
+        )
+        old = [
+            row for row in rows if row[4] < cutoff and row[3] not in SyncProgress.ACTIVE_STATUSES
+        ]
+        if old:
+            pairs = {(user_id, sync_type) for _, user_id, sync_type, _, _ in old}
+            latest = set(
+                SyncProgress.objects.filter(user_id__in={u for u, _ in pairs})
+                .values("user_id", "sync_type")
+                .annotate(latest=Max("pk"))
+                .values_list("latest", flat=True)
+            )
+            doomed = [pk for pk, *_ in old if pk not in latest]
+            if doomed:
+                removed["runs"] += (
+                    SyncProgress.objects.filter(pk__in=doomed)
+                    .delete()[1]
+                    .get(SyncProgress._meta.label, 0)
+                )
+        if len(rows) < CLEAN_UP_CHUNK or any(row[4] >= cutoff for row in rows):
+            return None
+        after = rows[-1][0]
+    return after
+
+
+def _clean_task_results(cutoff: dt.datetime, deadline: float, removed: dict[str, int]) -> bool:
+    """Django-Q2's task results, oldest first through an index on `stopped`
+    (mailsync migration 0017)."""
+    for model, key in ((Success, "successes"), (Failure, "failures")):
+        while True:
+            if time.monotonic() >= deadline:
+                return False
+            ids = list(
+                model.objects.filter(stopped__lt=cutoff)
+                .order_by("stopped")
+                .values_list("pk", flat=True)[:CLEAN_UP_CHUNK]
+            )
+            if ids:
+                removed[key] += model.objects.filter(pk__in=ids).delete()[0]
+            if len(ids) < CLEAN_UP_CHUNK:
+                break
+    return True

@@ -30,6 +30,10 @@ class Label(models.Model):
     messages_unread = models.PositiveIntegerField(null=True, blank=True)
     threads_total = models.PositiveIntegerField(null=True, blank=True)
     threads_unread = models.PositiveIntegerField(null=True, blank=True)
+    # Counters come from labels.get (1 unit a label): an incremental run refreshes only
+    # the labels its history touched (marked stale), each at most hourly.
+    counts_stale = models.BooleanField(default=False)
+    counts_refreshed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -17,6 +17,7 @@ SCHEDULES = [
     ("mailsync: watchdog", "mailsync.tasks.resume_stalled_runs", "I", 1, None),
     ("mailsync: health check", "mailsync.tasks.start_health_checks", "D", None, 3),
     ("mailsync: clean-up", "mailsync.tasks.clean_up", "D", None, 4),
+    ("mailsync: push watch renewal", "mailsync.tasks.renew_watches", "D", None, 5),
 ]
 
 

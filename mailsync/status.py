@@ -376,7 +376,7 @@ def mailbox_status(user) -> dict[str, Any]:
     )
 
     last_incremental = user.last_incremental_sync_at
-    next_due = (
+    next_due = user.next_sync_at or (
         last_incremental + timedelta(minutes=settings.MAILSYNC_INCREMENTAL_INTERVAL_MINUTES)
         if last_incremental
         else None
@@ -450,6 +450,8 @@ def mailbox_status(user) -> dict[str, Any]:
                 "next_due_at": _iso(next_due),
                 "next_due_display": next_due_display,
                 "last_full_sync_at": _iso(user.last_full_sync_at),
+                # Gmail push: "on", "off" or "failed: reason" (then the user is polled).
+                "push": user.push_summary,
             },
         },
         "progress": progress,

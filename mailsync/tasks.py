@@ -75,6 +75,52 @@ def enqueue_steps(steps: Iterable[sync.Step]) -> None:
         )
 
 
+def _priority_options(group: str) -> dict:
+    options = {"group": group}
+    if settings.MAILSYNC_PRIORITY_CLUSTER:
+        options["cluster"] = settings.MAILSYNC_PRIORITY_CLUSTER
+    return options
+
+
+# --- Many users' short stages in one task (the dispatcher, the watch renewal) ---------------------
+def enqueue_polls(user_ids: list[int]) -> None:
+    async_task(
+        "mailsync.tasks.run_for_users", "poll", list(user_ids), q_options=_priority_options("poll")
+    )
+
+
+def enqueue_watches(user_ids: list[int]) -> None:
+    async_task(
+        "mailsync.tasks.run_for_users",
+        "watch",
+        list(user_ids),
+        q_options=_priority_options("watch"),
+    )
+
+
+def run_for_users(stage: str, user_ids: list[int]) -> int:
+    """Run a one-call stage (poll, watch) for each user, one after the other; what is
+    left when a quarter of the task's time is spent goes to a new task. One user's
+    failure is logged and does not stop the others."""
+    deadline = time.monotonic() + settings.MAILSYNC_TASK_MAX_SECONDS / 4
+    done = 0
+    for user_id in user_ids:
+        if time.monotonic() > deadline:
+            async_task(
+                "mailsync.tasks.run_for_users",
+                stage,
+                list(user_ids[done:]),
+                q_options=_priority_options(stage),
+            )
+            break
+        try:
+            run_stage(stage, user_id)
+        except Exception:
+            log.exception("%s of user %s failed", stage, user_id)
+        done += 1
+    return done
+
+
 # --- Scheduled maintenance (see mailsync/schedules.py) -----------------------------------------
 def dispatch_incremental_syncs() -> int:
     from .maintenance import dispatch_incremental_syncs
@@ -94,7 +140,13 @@ def start_health_checks() -> int:
     return start_health_checks()
 
 
-def clean_up() -> dict:
+def renew_watches() -> int:
+    from .watches import renew_watches
+
+    return renew_watches()
+
+
+def clean_up(after_run: int = 0) -> dict:
     from .maintenance import clean_up
 
-    return clean_up()
+    return clean_up(after_run=after_run)

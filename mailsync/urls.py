@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import mailbox_views, views
+from . import mailbox_views, push, views
 
 app_name = "mailsync"
 
@@ -9,6 +9,8 @@ urlpatterns = [
     path("status/", views.status, name="status"),
     path("sync/", views.sync_now, name="sync_now"),
     path("resync/", views.full_resync, name="full_resync"),
+    # Gmail push notifications from Cloud Pub/Sub (authenticated by its OIDC token).
+    path("gmail/push/", push.push_view, name="gmail_push"),
     # The mailbox (read-only).
     path("mail/", mailbox_views.inbox, name="mailbox"),
     path("mail/all/", mailbox_views.all_mail, name="all_mail"),

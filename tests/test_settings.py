@@ -105,6 +105,20 @@ def assert_one_line_naming(result: subprocess.CompletedProcess, named: str) -> N
             {"DEBUG": "true", "MAILSYNC_QUOTA_WINDOW_SECONDS": "0"},
             "MAILSYNC_QUOTA_WINDOW_SECONDS",
         ),
+        ({"DEBUG": "true", "GMAIL_PUSH_TOPIC": "my-topic"}, "GMAIL_PUSH_TOPIC"),
+        ({"DEBUG": "true", "GMAIL_PUSH_TOPIC": "projects/p/topics/t"}, "GMAIL_PUSH_AUDIENCE"),
+        (
+            {
+                "DEBUG": "true",
+                "GMAIL_PUSH_TOPIC": "projects/p/topics/t",
+                "GMAIL_PUSH_AUDIENCE": "https://mail.example.com/gmail/push/",
+            },
+            "GMAIL_PUSH_SERVICE_ACCOUNT",
+        ),
+        (
+            {"DEBUG": "true", "MAILSYNC_PUSH_FALLBACK_MINUTES": "0"},
+            "MAILSYNC_PUSH_FALLBACK_MINUTES",
+        ),
     ],
 )
 def test_bad_configuration_stops_the_start_with_one_line_naming_it(env, named):

@@ -11,7 +11,13 @@ from .. import counters, gmail, signals
 from ..models import EmailMessage, MessageLabel, SyncProgress
 from .batches import fill_batch_slots
 from .completion import complete_incremental_if_done
-from .labels import import_labels, label_pks_for, set_labels
+from .labels import (
+    label_pks_for,
+    labels_in,
+    refresh_label_counters,
+    refresh_label_list,
+    set_labels,
+)
 from .resume import resume_steps
 from .resync import fall_back_to_full_resync
 from .runs import finish_run, observe_sync_lag, start_initial_sync
@@ -40,8 +46,8 @@ def incremental_sync(user_id: int, run_id: int) -> list[Step]:
         return resume_steps(start_initial_sync(user))
     client = gmail.GmailClient(user_id)
     if run.status == Status.PENDING:
-        # Label creations, renames and deletions leave no history: refresh them each time.
-        import_labels(user_id, client)
+        # Label creations, renames and deletions leave no history: labels.list each time.
+        refresh_label_list(user_id, client)
         SyncProgress.objects.filter(pk=run_id).update(
             status=Status.IN_PROGRESS,
             start_history_id=user.gmail_history_id,
@@ -49,12 +55,14 @@ def incremental_sync(user_id: int, run_id: int) -> list[Step]:
         )
         run.refresh_from_db()
     token = run.next_page_token
+    touched: set[str] = set()
     for _ in range(HISTORY_PAGES_PER_STEP):
         try:
             page = client.history_page(run.start_history_id, token)
         except gmail.HistoryExpired:
             return fall_back_to_full_resync(user_id, run_id, client)
         counts = apply_history_page(user_id, page.records)
+        touched |= labels_in(page.records)
         token = page.next_page_token
         SyncProgress.objects.filter(pk=run_id).update(
             num_added=F("num_added") + counts["added"],
@@ -65,6 +73,7 @@ def incremental_sync(user_id: int, run_id: int) -> list[Step]:
         )
         if not token:
             break
+    refresh_label_counters(user_id, client, touched)
     if token:
         return [Step("incremental_sync", user_id, (run_id,))]
     now = timezone.now()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from .. import counters, gmail
@@ -28,6 +30,7 @@ def import_labels(user_id: int, client: gmail.GmailClient) -> set[str]:
     ids = [label["id"] for label in listed]
     for start in range(0, len(ids), 100):
         details.update(client.get_labels(ids[start : start + 100]).found)
+    now = timezone.now()
     with transaction.atomic():
         existing = {label.gmail_id: label for label in Label.objects.filter(user_id=user_id)}
         new, changed = [], []
@@ -35,9 +38,11 @@ def import_labels(user_id: int, client: gmail.GmailClient) -> set[str]:
             data = {**item, **details.get(item["id"], {})}
             label = existing.get(item["id"]) or Label(user_id=user_id, gmail_id=item["id"])
             _fill_label(label, data)
+            if item["id"] in details:
+                label.counts_stale, label.counts_refreshed_at = False, now
             (changed if label.pk else new).append(label)
         Label.objects.bulk_create(new, ignore_conflicts=True)
-        Label.objects.bulk_update(changed, LABEL_FIELDS)
+        Label.objects.bulk_update(changed, [*LABEL_FIELDS, *COUNT_STATE_FIELDS])
         Label.objects.filter(user_id=user_id).exclude(gmail_id__in=ids).delete()
         counters.count_labels(user_id)
         User.objects.filter(pk=user_id).update(label_sync_completed=True)
@@ -57,6 +62,80 @@ LABEL_FIELDS = [
     "threads_unread",
     "updated_at",
 ]
+
+
+COUNT_STATE_FIELDS = ["counts_stale", "counts_refreshed_at"]
+# The fields labels.list gives (no counters): what a rename or a recolouring changes.
+LISTED_FIELDS = LABEL_FIELDS[:6]
+COUNTERS_EVERY = dt.timedelta(hours=1)
+
+
+def refresh_label_list(user_id: int, client: gmail.GmailClient) -> None:
+    """labels.list (1 unit): creations, renames and deletions leave no history, so each
+    incremental run looks. New labels are marked for their counters (labels.get);
+    unchanged labels are not written."""
+    listed = client.list_labels()
+    ids = {item["id"] for item in listed}
+    with transaction.atomic():
+        existing = {label.gmail_id: label for label in Label.objects.filter(user_id=user_id)}
+        new, changed = [], []
+        for item in listed:
+            label = existing.get(item["id"])
+            if label is None:
+                label = Label(user_id=user_id, gmail_id=item["id"], counts_stale=True)
+                _fill_label(label, item)
+                new.append(label)
+                continue
+            before = [getattr(label, name) for name in LISTED_FIELDS]
+            _fill_label(label, item)
+            if [getattr(label, name) for name in LISTED_FIELDS] != before:
+                changed.append(label)
+        gone = [gid for gid in existing if gid not in ids]
+        Label.objects.bulk_create(new, ignore_conflicts=True)
+        Label.objects.bulk_update(changed, [*LISTED_FIELDS, "updated_at"])
+        if gone:
+            Label.objects.filter(user_id=user_id, gmail_id__in=gone).delete()
+        if new or gone:
+            counters.count_labels(user_id)
+
+
+def refresh_label_counters(user_id: int, client: gmail.GmailClient, touched: set[str]) -> None:
+    """labels.get for the labels applied history touched (and new ones), each at most
+    once an hour; a touched label refreshed less than an hour ago stays marked and is
+    refreshed by a later run (or the nightly health check)."""
+    labels = Label.objects.filter(user_id=user_id)
+    if touched:
+        labels.filter(gmail_id__in=touched, counts_stale=False).update(counts_stale=True)
+    now = timezone.now()
+    due = list(
+        labels.filter(counts_stale=True)
+        .filter(
+            Q(counts_refreshed_at__isnull=True) | Q(counts_refreshed_at__lt=now - COUNTERS_EVERY)
+        )
+        .values_list("gmail_id", flat=True)[:100]
+    )
+    if not due:
+        return
+    found = client.get_labels(due).found
+    rows = {label.gmail_id: label for label in labels.filter(gmail_id__in=found)}
+    for gmail_id, data in found.items():
+        if gmail_id in rows:
+            _fill_label(rows[gmail_id], {**data, "id": gmail_id})
+            rows[gmail_id].counts_stale, rows[gmail_id].counts_refreshed_at = False, now
+    Label.objects.bulk_update(list(rows.values()), [*LABEL_FIELDS, *COUNT_STATE_FIELDS])
+
+
+def labels_in(records: list[dict]) -> set[str]:
+    """The label ids a page of history records touches."""
+    touched: set[str] = set()
+    for record in records:
+        for key in ("messagesAdded", "messagesDeleted"):
+            for item in record.get(key, []):
+                touched.update(item.get("message", {}).get("labelIds", []))
+        for key in ("labelsAdded", "labelsRemoved"):
+            for item in record.get(key, []):
+                touched.update(item.get("labelIds", []))
+    return touched
 
 
 _HEX_COLOR = re.compile(r"#[0-9a-fA-F]{3,8}")

@@ -31,6 +31,19 @@ from .runs import (
 )
 from .steps import Step
 
+
+def poll(user_id: int, follow_up: int = 0) -> list[Step]:
+    from ..polling import poll  # (polling starts runs: imported late)
+
+    return poll(user_id, follow_up)
+
+
+def watch(user_id: int) -> list[Step]:
+    from ..watches import watch
+
+    return watch(user_id)
+
+
 DAILY_QUOTA_PAUSE_S = 3600.0
 
 
@@ -103,7 +116,9 @@ STAGES: dict[str, Callable[..., list[Step]]] = {
     "incremental_sync": incremental_sync,
     "rescan_label_page": rescan_label_page,
     "begin_health_check": begin_health_check,
+    "poll": poll,
+    "watch": watch,
 }
 # Stages whose first argument is the run they carry on: the worker running one is the
 # run's holder (see mailsync/workers.py).
-RUN_STAGES = set(STAGES) - {"fetch_batch"}
+RUN_STAGES = set(STAGES) - {"fetch_batch", "poll", "watch"}

@@ -242,6 +242,9 @@ def report_end(
     level = logging.INFO if status == Status.COMPLETED else logging.WARNING
     event(f"run.{status}", user_id, text, run_id, level=level, sync_type=sync_type, **fields)
     signals.run_ended(user_id, run_id, sync_type, status, message)
+    from ..polling import run_ended  # (polling starts runs: imported late)
+
+    run_ended(user_id, sync_type, status)
 
 
 def observe_sync_lag(user_id: int, now) -> None:

@@ -39,4 +39,6 @@ PRIORITY_STAGES = {
     "incremental_sync",
     "rescan_label_page",
     "begin_health_check",
+    "poll",
+    "watch",
 }

@@ -229,3 +229,35 @@ def test_a_child_that_dies_stops_the_demo_with_its_last_lines(demo):
     text = demo.output()
     assert "web stopped unexpectedly (exit code -9)" in text, text
     assert "Its last lines" in text
+
+
+def test_the_demo_runs_with_push_on_so_new_mail_arrives_in_seconds(demo):
+    demo.wait_until_ready()
+    demo.connect()
+    demo.manage("sync_user", "demo@example.com", "--wait")  # the first sync, to its end
+    database = sqlite3.connect(demo.database_url.removeprefix("sqlite:///"), timeout=30)
+
+    def one(sql: str, *params) -> object:
+        row = database.execute(sql, params).fetchone()
+        return row[0] if row else None
+
+    deadline = time.monotonic() + 30
+    while one("SELECT push_state FROM accounts_user WHERE email = ?", "demo@example.com") != "on":
+        assert time.monotonic() < deadline, f"no push watch\n{demo.output()}"
+        time.sleep(0.5)
+    request = urllib.request.Request(
+        demo.emulator_url() + "_emulator/v1/mailboxes/demo@example.com/messages",
+        data=json.dumps({"label_ids": ["INBOX", "UNREAD"]}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(request) as answer:
+        new_id = json.load(answer)["id"]
+    inserted = time.monotonic()
+    while not one(
+        "SELECT COUNT(*) FROM mailsync_emailmessage WHERE gmail_id = ? AND internal_date IS NOT NULL",
+        new_id,
+    ):
+        assert time.monotonic() - inserted < 15, f"the new mail did not arrive\n{demo.output()}"
+        time.sleep(0.25)
+    # No task failed (the dispatcher used to fail every minute on SQLite, issue 10).
+    assert one("SELECT COUNT(*) FROM django_q_task WHERE success = 0") == 0

@@ -44,8 +44,10 @@ def test_watchdog_finishes_a_run_whose_tasks_were_lost(connected_mailbox, emulat
 
 
 def test_scheduled_incremental_syncs_bring_changes_without_a_command(
-    connected_mailbox, emulator, clusters
+    connected_mailbox, emulator, clusters, settings
 ):
+    # The cluster's interval: the first poll is due a minute after the initial sync.
+    settings.MAILSYNC_INCREMENTAL_INTERVAL_MINUTES = 1
     user, _ = connected_mailbox(count=100)
     initial = sync.start_initial_sync(user)
     sync.run_inline(sync.resume_steps(initial))

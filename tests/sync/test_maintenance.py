@@ -60,44 +60,6 @@ def test_health_check_repairs_drift(connected_mailbox, emulator):
     assert set(emulator.stats()["fetches"]) == {deleted_id}
 
 
-def test_dispatcher_spreads_users_over_the_interval(user_factory, settings):
-    settings.MAILSYNC_INCREMENTAL_INTERVAL_MINUTES = 5
-    now = timezone.now().replace(second=0, microsecond=0)
-    users = [
-        user_factory(
-            initial_sync_completed=True,
-            label_sync_completed=True,
-            gmail_history_id="100",
-            last_incremental_sync_at=now,
-        )
-        for _ in range(10)
-    ]
-    busy = users[0]
-    SyncProgress.objects.create(user=busy, sync_type="initial", status="in_progress")
-    user_factory()  # never synced: not eligible
-
-    started = maintenance.dispatch_incremental_syncs(now)
-
-    slot = int(now.timestamp() // 60) % 5
-    due = {u.pk for u in users[1:] if u.pk % 5 == slot}
-    runs = SyncProgress.objects.filter(sync_type="incremental")
-    assert set(runs.values_list("user_id", flat=True)) == due
-    assert started == len(due)
-
-
-def test_dispatcher_takes_overdue_users_at_once(user_factory, settings):
-    settings.MAILSYNC_INCREMENTAL_INTERVAL_MINUTES = 5
-    now = timezone.now()
-    user = user_factory(
-        initial_sync_completed=True,
-        label_sync_completed=True,
-        gmail_history_id="100",
-        last_incremental_sync_at=now - dt.timedelta(hours=1),
-    )
-    maintenance.dispatch_incremental_syncs(now)
-    assert SyncProgress.objects.filter(user=user, sync_type="incremental").count() == 1
-
-
 def test_clean_up_keeps_recent_and_latest_runs(user_factory, settings):
     settings.MAILSYNC_KEEP_FINISHED_RUNS_DAYS = 30
     user = user_factory()

@@ -132,6 +132,22 @@ def test_incremental_next_due(google_user, settings):
     assert incremental["next_due_display"].startswith("in ")
 
 
+def test_the_page_says_whether_push_is_on_and_why_it_failed(client, google_user):
+    user = google_user(initial_sync_completed=True, label_sync_completed=True, gmail_history_id="1")
+    client.force_login(user)
+    assert 'id="incremental-push">off<' in client.get(HOME).content.decode()
+    user.push_state, user.push_error = "failed", "Gmail answered 403 forbidden: no topic"
+    user.save()
+    page = client.get(HOME).content.decode()
+    assert 'id="incremental-push">failed: Gmail answered 403 forbidden: no topic<' in page
+    user.push_state = "on"
+    user.next_sync_at = timezone.now() + dt.timedelta(minutes=60)
+    user.save()
+    incremental = mailbox_status(user)["stages"]["incremental"]
+    assert incremental["push"] == "on"
+    assert incremental["next_due_at"] == user.next_sync_at.isoformat()
+
+
 def test_rate_and_eta_of_an_active_run(google_user, run_factory):
     user = google_user()
     run = run_factory(
@@ -231,9 +247,7 @@ def test_one_progress_figure_while_the_first_sync_lists(
     user = google_user()
     for n in range(500):
         message_factory(user, fetched=n < 200)
-    run_factory(
-        user, status=SyncProgress.Status.IN_PROGRESS, num_processed=200, num_total=3000
-    )
+    run_factory(user, status=SyncProgress.Status.IN_PROGRESS, num_processed=200, num_total=3000)
     client.force_login(user)
 
     data = client.get(STATUS).json()
