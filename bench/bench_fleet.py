@@ -90,7 +90,9 @@ def start_emulator(args: argparse.Namespace, log: Path, push_url: str) -> tuple:
     return process, json.loads(line)
 
 
-def app_env(args: argparse.Namespace, info: dict, database_url: str, metrics_dir: Path) -> dict:
+def app_env(
+    args: argparse.Namespace, info: dict, database_url: str, metrics_dir: Path, push_url: str
+) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILSYNC_", "Q_", "GMAIL_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings",
@@ -110,22 +112,23 @@ def app_env(args: argparse.Namespace, info: dict, database_url: str, metrics_dir
         Q_WORKERS=str(args.workers),
         LOG_LEVEL="WARNING",
     )
-    if args.push:
-        env.update(push_settings(info))
+    if push_url:
+        env.update(push_settings(push_url))
     return env
 
 
-def push_settings(info: dict) -> dict[str, str]:
-    """The app's push settings for the emulator's Pub/Sub (see docs/emulator.md)."""
+def push_settings(push_url: str) -> dict[str, str]:
+    """The app's push settings for the emulator's Pub/Sub (docs/emulator.md): its tokens'
+    audience is the push URL, their email its default service account."""
     return {
         "GMAIL_PUSH_TOPIC": "projects/bench/topics/gmail",
-        "GMAIL_PUSH_AUDIENCE": info.get("push_audience", ""),
-        "GMAIL_PUSH_SERVICE_ACCOUNT": info.get("push_service_account", ""),
+        "GMAIL_PUSH_AUDIENCE": push_url,
+        "GMAIL_PUSH_SERVICE_ACCOUNT": "gmail-push@emulator.iam.gserviceaccount.com",
     }
 
 
-def tasks_run(metrics_dir: Path) -> float:
-    """Sync tasks the workers finished, from their Prometheus files."""
+def metric_total(metrics_dir: Path, name: str, **labels: str) -> float:
+    """The sum of a counter over this machine's processes, from their Prometheus files."""
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -135,8 +138,13 @@ def tasks_run(metrics_dir: Path) -> float:
         sample.value
         for metric in registry.collect()
         for sample in metric.samples
-        if sample.name == "mailsync_tasks_total"
+        if sample.name == name and labels.items() <= sample.labels.items()
     )
+
+
+def tasks_run(metrics_dir: Path) -> float:
+    """Sync tasks the workers finished."""
+    return metric_total(metrics_dir, "mailsync_tasks_total")
 
 
 def wait(predicate, timeout_s: float, what: str, logs: list[Path]) -> float:
@@ -148,11 +156,13 @@ def wait(predicate, timeout_s: float, what: str, logs: list[Path]) -> float:
     return time.monotonic() - started
 
 
-def make_changes(control, emails: list[str], args: argparse.Namespace) -> dict[str, float]:
+def make_changes(
+    control, emails: list[str], args: argparse.Namespace, arrivals: dict[str, float], check
+) -> None:
     """Changes spread evenly over --change-seconds: 60 % new mail, 25 % label changes,
-    15 % deletions. Returns each new message's id with its arrival time."""
+    15 % deletions. Each new message's id goes into `arrivals` with its arrival time;
+    `check` looks for arrived mail while we wait for the next change."""
     rng = random.Random(7)
-    arrivals: dict[str, float] = {}
     gap = args.change_seconds / max(args.changes, 1)
     started = time.monotonic()
     for n in range(args.changes):
@@ -166,8 +176,10 @@ def make_changes(control, emails: list[str], args: argparse.Namespace) -> dict[s
                 control.modify_message(email, rng.choice(ids), add=["STARRED"])
             elif ids:
                 control.delete_message(email, rng.choice(ids))
-        time.sleep(max(0.0, started + (n + 1) * gap - time.monotonic()))
-    return arrivals
+        next_change = started + (n + 1) * gap
+        while time.monotonic() < next_change:
+            check()
+            time.sleep(max(0.0, min(POLL_S, next_change - time.monotonic())))
 
 
 def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, str]:
@@ -183,7 +195,7 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
     stack.callback(stop, emulator)
     redis.Redis.from_url(args.redis_url).flushdb()
     database_url, _ = stack.enter_context(fresh_database(args.database_url, workdir))
-    env = app_env(args, info, database_url, metrics_dir)
+    env = app_env(args, info, database_url, metrics_dir, push_url)
     os.environ.clear()
     os.environ.update(env)
 
@@ -241,13 +253,16 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
 
     initial_s = wait(all_initial_done, args.timeout_s, "the initial syncs", logs)
     initial_tasks = tasks_run(metrics_dir) - tasks_before
+    if args.push:  # a watch follows each first sync: changes are pushed once it is on
+        watching = get_user_model().objects.filter(email__startswith="fleet", push_state="on")
+        wait(lambda: watching.count() == len(users), 120, "the push watches", logs)
 
     control = ControlClient(info["base_url"])
     initial_stats = control.stats()
     control.reset_stats()
     tasks_before = tasks_run(metrics_dir)
     changes_started = time.monotonic()
-    arrivals = make_changes(control, emails, args)
+    arrivals: dict[str, float] = {}
     lags: dict[str, float] = {}
 
     def arrived() -> bool:
@@ -259,6 +274,7 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
             lags[gmail_id] = now - arrivals[gmail_id]
         return len(lags) == len(arrivals)
 
+    make_changes(control, emails, args, arrivals, arrived)
     wait(arrived, args.timeout_s, "the new mail", logs)
 
     def exact() -> list[str]:
@@ -294,6 +310,12 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
         ),
         "sync_lag_p50_s": round(statistics.median(ordered), 2) if ordered else None,
         "sync_lag_p95_s": round(ordered[int(0.95 * (len(ordered) - 1))], 2) if ordered else None,
+        "push_deliveries_accepted": metric_total(
+            metrics_dir, "mailsync_push_deliveries_total", result="accepted"
+        ),
+        "push_deliveries_refused": metric_total(
+            metrics_dir, "mailsync_push_deliveries_total", result="refused"
+        ),
         "exact_mirrors": len(users) - len(inexact),
         "duplicate_fetches": sum(
             n - 1 for s in (initial_stats, stats) for n in s["fetches"].values()
