@@ -238,6 +238,28 @@ def pages(user, seeded: dict) -> dict[str, str]:
     }
 
 
+def measure_status_reads(user, repeat: int) -> dict[str, Any]:
+    """The database part of the status JSON alone (`mailsync.status.mailbox_status`),
+    without the request around it: what the counters made cheap."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from mailsync.status import mailbox_status
+
+    with CaptureQueriesContext(connection) as queries:
+        mailbox_status(user)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        mailbox_status(user)
+        times.append((time.perf_counter() - started) * 1000)
+    return {
+        "ms_median": round(statistics.median(times), 2),
+        "ms_max": round(max(times), 2),
+        "queries": len(queries),
+    }
+
+
 def measure(client, url: str, repeat: int) -> dict[str, Any]:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -294,6 +316,7 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, An
     client.force_login(user)
     views = {name: measure(client, url, args.repeat) for name, url in pages(user, seeded).items()}
     return {
+        "status_reads": measure_status_reads(user, args.repeat),
         "database": kind,
         "messages": args.messages,
         "seed_seconds": round(seconds, 1),
