@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psutil
+from cryptography.fernet import Fernet
 
 if TYPE_CHECKING:
     from mailsync.models import SyncProgress
@@ -182,6 +183,8 @@ def app_env(args: argparse.Namespace, info: dict, database_url: str) -> dict[str
         REDIS_URL="",  # the embedded set-up: ORM broker, quota state in the database
         DEBUG="true" if args.debug else "false",
         SECRET_KEY="bench-only-secret-key",  # noqa: S106 (required when DEBUG is off)
+        # Required when DEBUG is off too: a throw-away key for the bench's own database.
+        TOKEN_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         GMAIL_EMULATOR_URL=info["base_url"],
         GOOGLE_CLIENT_ID=info["client_id"],
         GOOGLE_CLIENT_SECRET=info["client_secret"],
