@@ -119,9 +119,16 @@ def rescan_label_page(
     label = Label.objects.filter(user_id=user_id, gmail_id=label_gmail_id).first()
     if run is None or label is None:
         return next_label_scan(user_id, run_id, label_gmail_id)
-    page = gmail.GmailClient(user_id).list_message_ids(
-        page_token=page_token, include_spam_trash=True, label_id=label_gmail_id
-    )
+    try:
+        page = gmail.GmailClient(user_id).list_message_ids(
+            page_token=page_token, include_spam_trash=True, label_id=label_gmail_id
+        )
+    except (gmail.NotFound, gmail.PermanentError):
+        if not label.not_listed:
+            raise
+        # Gmail may refuse to list by a label id it does not list itself: its links are
+        # then kept as fetches and history made them, not rescanned.
+        return next_label_scan(user_id, run_id, label_gmail_id)
     with transaction.atomic():
         message_pks = list(
             EmailMessage.objects.filter(

@@ -184,6 +184,29 @@ class TestUnknownLabelIds:
         assert not Label.objects.filter(user=user, gmail_id=label_id).exists()
         assert_exact_mirror(user, emulator.snapshot(user.email))
 
+    def test_a_resync_goes_on_when_gmail_refuses_to_list_by_such_a_label(
+        self, connected_mailbox, emulator
+    ):
+        user = mirror(connected_mailbox, 200)
+        unlisted = set(
+            Label.objects.filter(user=user, not_listed=True).values_list("gmail_id", flat=True)
+        )
+        check = sync.start_health_check(user)
+        queue, refused = list(sync.resume_steps(check)), 0
+        while queue:
+            step = queue.pop(0)
+            if step.stage == "rescan_label_page" and step.args[1] in unlisted:
+                # Real Gmail may answer 400 to a listing by a label id it does not list.
+                emulator.script_fault(
+                    "^/gmail/v1/users/me/messages$", status=400, reason="invalidArgument"
+                )
+                refused += 1
+            queue.extend(sync.run_step(step))
+        check.refresh_from_db()
+        assert refused
+        assert check.status == "completed", check.error_message
+        assert_exact_mirror(user, emulator.snapshot(user.email))
+
 
 class TestChatsRefuseRaw:
     @pytest.fixture
