@@ -108,11 +108,12 @@ class UserAdmin(BoundedChangelist, BaseUserAdmin):
                     "push",
                     "next_sync_at",
                     "watch_expires_at",
+                    "history_note",
                 )
             },
         ),
     )
-    readonly_fields = ("created_via", "push", "next_sync_at", "watch_expires_at")
+    readonly_fields = ("created_via", "push", "next_sync_at", "watch_expires_at", "history_note")
 
     def get_queryset(self, request):
         # One query for the active runs of every user on the page, not one per row.

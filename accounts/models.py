@@ -92,6 +92,19 @@ class User(AbstractUser):
     # daily renewal finds both through one index.
     watch_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
 
+    # --- Gmail's history quirks (mailsync/sync/history_ids.py, docs/architecture.md) ---
+    # history.list's answer id runs ahead of the records it shows (they appear later),
+    # so it is not stored at once: it waits here, and becomes `gmail_history_id` when a
+    # pass at least MAILSYNC_HISTORY_SETTLE_SECONDS later shows nothing it lacks.
+    history_candidate_id = models.CharField(max_length=32, blank=True, default="", editable=False)
+    history_candidate_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When expired history last made us re-list the mailbox: a fresh id can 404 for a
+    # while after it (lieer#301), so another re-listing waits
+    # MAILSYNC_RESYNC_MIN_INTERVAL_MINUTES, and polling goes on meanwhile.
+    history_resynced_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Set while Gmail answers 404 for our id and the re-listing waits (shown to people).
+    history_unready_since = models.DateTimeField(null=True, blank=True, editable=False)
+
     objects = OperatorUserManager()
 
     class Meta(AbstractUser.Meta):
@@ -134,6 +147,17 @@ class User(AbstractUser):
         if self.push_state == "failed":
             return f"failed: {self.push_error}" if self.push_error else "failed"
         return self.push_state or "off"
+
+    @property
+    def history_note(self) -> str:
+        """While Gmail answers 404 for the mirror's history id and the re-listing waits
+        (mailsync/sync/resync.py): when the next full check may happen; else ""."""
+        if not self.history_unready_since:
+            return ""
+        from mailsync.sync.resync import next_full_check_at
+
+        when = next_full_check_at(self)
+        return f"Gmail's history is not ready yet; next full check at {when:%Y-%m-%d %H:%M} UTC."
 
     def __str__(self) -> str:
         return self.email or self.username

@@ -440,6 +440,16 @@ MAILSYNC_INCREMENTAL_INTERVAL_MINUTES = _int_setting(
 # Users whose push watch is healthy are still polled, as a safety net, this often.
 MAILSYNC_PUSH_FALLBACK_MINUTES = _int_setting("MAILSYNC_PUSH_FALLBACK_MINUTES", 60, minimum=1)
 MAILSYNC_STALLED_AFTER_SECONDS = _int_setting("MAILSYNC_STALLED_AFTER_SECONDS", 300, 10)
+# history.list's answer id runs ahead of the records it shows: it becomes the stored
+# id only once a pass this much later shows nothing below it (mailsync/sync/history_ids.py).
+MAILSYNC_HISTORY_SETTLE_SECONDS = env.float("MAILSYNC_HISTORY_SETTLE_SECONDS", default=60.0)
+if MAILSYNC_HISTORY_SETTLE_SECONDS < 0:
+    raise ImproperlyConfigured("MAILSYNC_HISTORY_SETTLE_SECONDS must not be negative")
+# After expired history made us re-list a mailbox, Gmail can answer 404 for fresh ids a
+# while (lieer#301): another re-listing waits at least this long; polling goes on.
+MAILSYNC_RESYNC_MIN_INTERVAL_MINUTES = _int_setting(
+    "MAILSYNC_RESYNC_MIN_INTERVAL_MINUTES", 180, minimum=0
+)
 # A message that fails while Gmail serves others is tried again after this many seconds,
 # doubling each time; after MAILSYNC_UNAVAILABLE_AFTER_ATTEMPTS it is "unavailable" (the
 # run completes without it, says so, and the health check tries again).

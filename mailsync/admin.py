@@ -194,9 +194,10 @@ class LabelAdmin(BoundedAdmin, ReadOnlyAdmin):
         "messages_total",
         "messages_unread",
         "threads_total",
+        "not_listed",
         "updated_at",
     )
-    list_filter = (user_filter(), "type")
+    list_filter = (user_filter(), "type", "not_listed")
     search_fields = ("name",)
     search_help_text = "Choose a user first: searches that user's label names and ids."
     list_select_related = ("user",)

@@ -34,6 +34,12 @@ class Label(models.Model):
     # the labels its history touched (marked stale), each at most hourly.
     counts_stale = models.BooleanField(default=False)
     counts_refreshed_at = models.DateTimeField(null=True, blank=True)
+    # Gmail puts label ids on messages that labels.list and labels.get do not know
+    # (lieer#48). Such a label is kept, marked, while a message carries it: deleting it
+    # would drop the messages' links, and the next batch would bring it back.
+    not_listed = models.BooleanField(
+        default=False, help_text="Not listed by Gmail: messages carry it, labels.list does not."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -200,6 +206,9 @@ class SyncProgress(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     # Profile historyId read when the run started: the mirror is current to it once done.
     start_history_id = models.CharField(max_length=32, blank=True, default="")
+    # The largest history record id an incremental run applied so far (its pages come
+    # in several steps): what the user's history id becomes (see history_ids.py).
+    end_history_id = models.CharField(max_length=32, blank=True, default="")
     next_page_token = models.TextField(blank=True, default="")
     listing_completed = models.BooleanField(default=False)
     # A first listing lists the INBOX first (newest first), so the inbox arrives in

@@ -26,6 +26,8 @@ from django.utils import timezone
 
 from . import gmail
 from .models import SyncProgress
+from .sync.history_ids import settled_fields
+from .sync.resync import history_not_ready, resync_waits
 from .sync.runs import create_run, finish_run
 from .sync.steps import Step, enqueue
 
@@ -163,6 +165,14 @@ def poll(user_id: int, follow_up: int = 0) -> list[Step]:
             user.gmail_history_id
         )
     except gmail.HistoryExpired:
+        if resync_waits(user, now):
+            # A fresh id that Gmail does not know yet (lieer#301): no re-listing now; the
+            # next poll asks history again. One in-place write, no run.
+            history_not_ready(user_id, now)
+            User.objects.filter(pk=user_id).update(
+                sync_claimed_at=None, next_sync_at=now + interval(push_healthy(user, now))
+            )
+            return []
         page = None  # the run below meets the 404 too and re-lists the mailbox
     except (gmail.RateLimited, gmail.TransientError) as exc:
         # Not recorded as a run: an outage would write one per user and minute. The
@@ -191,16 +201,19 @@ def _nothing_new(user, reached: int, now: dt.datetime, follow_up: bool) -> list[
         "last_incremental_sync_at": now,
         "next_sync_at": now + interval(push_healthy(user, now)),
     }
+    # Not `reached` itself: Gmail's answer id counts records it may not show yet. It is
+    # a candidate that settles on a later poll (history_ids.py).
+    settled = settled_fields(user, None, reached, now, timezone.now())
     # Only if no run moved the id meanwhile (it would be newer than this answer's).
     same_id = User.objects.filter(pk=user.pk, gmail_history_id=user.gmail_history_id)
     released = same_id.filter(
         Q(push_history_id__isnull=True) | Q(push_history_id__lte=reached)
-    ).update(gmail_history_id=str(reached), sync_claimed_at=None, **fields)
+    ).update(sync_claimed_at=None, **settled, **fields)
     if released:
         return []
     if follow_up:
         log.info("user %s: a push announced more than Gmail's history has", user.pk)
-        same_id.update(gmail_history_id=str(reached), push_history_id=reached)
+        same_id.update(push_history_id=reached, **settled)
         User.objects.filter(pk=user.pk).update(sync_claimed_at=None, **fields)
         return []
     # A push asked for more than this answer had: keep the claim, poll once more.
@@ -225,8 +238,14 @@ def run_ended(user_id: int, sync_type: str, status: str) -> None:
         # task of its own; a failed watch is retried by the daily renewal.
         enqueue([Step("watch", user_id)])
     fields = {"next_sync_at": now + interval(push_healthy(user, now))}
-    # (An initial sync reports its end just before it stores the history id.)
-    reached = _as_int(user.gmail_history_id) if sync_type != SyncType.INITIAL else None
+    # (An initial sync reports its end just before it stores the history id.) Gmail's
+    # last answer id (the candidate, if above the stored id) is what the run reached.
+    ids = (_as_int(user.gmail_history_id), _as_int(user.history_candidate_id))
+    reached = (
+        max((i for i in ids if i is not None), default=None)
+        if sync_type != SyncType.INITIAL and ids[0] is not None
+        else None
+    )
     if not completed or reached is None:
         User.objects.filter(pk=user_id).update(sync_claimed_at=None, **fields)
         return

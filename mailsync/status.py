@@ -244,10 +244,16 @@ SYSTEM_LABEL_NAMES = {
 }
 
 
+NOT_LISTED_MARK = " (not listed by Gmail)"
+
+
 def label_display_name(label: Label) -> str:
     if label.type == Label.Type.SYSTEM:
-        return SYSTEM_LABEL_NAMES.get(label.gmail_id, label.name)
-    return label.name
+        name = SYSTEM_LABEL_NAMES.get(label.gmail_id, label.name)
+    else:
+        name = label.name
+    # Messages carry it but Gmail does not list it (lieer#48): say so wherever it shows.
+    return name + NOT_LISTED_MARK if label.not_listed else name
 
 
 def _label_dict(label: Label) -> dict[str, Any]:
@@ -452,6 +458,8 @@ def mailbox_status(user) -> dict[str, Any]:
                 "last_full_sync_at": _iso(user.last_full_sync_at),
                 # Gmail push: "on", "off" or "failed: reason" (then the user is polled).
                 "push": user.push_summary,
+                # Gmail answers 404 for a fresh history id: re-listing waits (resync.py).
+                "history_note": user.history_note,
             },
         },
         "progress": progress,

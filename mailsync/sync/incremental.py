@@ -11,6 +11,7 @@ from .. import counters, gmail, signals
 from ..models import EmailMessage, MessageLabel, SyncProgress
 from .batches import fill_batch_slots
 from .completion import complete_incremental_if_done
+from .history_ids import as_int, settled_fields
 from .labels import (
     label_pks_for,
     labels_in,
@@ -19,7 +20,7 @@ from .labels import (
     set_labels,
 )
 from .resume import resume_steps
-from .resync import fall_back_to_full_resync
+from .resync import history_expired
 from .runs import finish_run, observe_sync_lag, start_initial_sync
 from .steps import Step
 
@@ -56,19 +57,22 @@ def incremental_sync(user_id: int, run_id: int) -> list[Step]:
         run.refresh_from_db()
     token = run.next_page_token
     touched: set[str] = set()
+    applied_max = as_int(run.end_history_id)
     for _ in range(HISTORY_PAGES_PER_STEP):
         try:
             page = client.history_page(run.start_history_id, token)
         except gmail.HistoryExpired:
-            return fall_back_to_full_resync(user_id, run_id, client)
+            return history_expired(user_id, run_id, client)
         counts = apply_history_page(user_id, page.records)
         touched |= labels_in(page.records)
         token = page.next_page_token
+        applied_max = max([applied_max or 0, *_record_ids(page.records)]) or None
         SyncProgress.objects.filter(pk=run_id).update(
             num_added=F("num_added") + counts["added"],
             num_deleted=F("num_deleted") + counts["deleted"],
             num_relabelled=F("num_relabelled") + counts["relabelled"],
             next_page_token=token,
+            end_history_id=str(applied_max or ""),
             updated_at=timezone.now(),
         )
         if not token:
@@ -79,13 +83,18 @@ def incremental_sync(user_id: int, run_id: int) -> list[Step]:
     now = timezone.now()
     observe_sync_lag(user_id, now)
     with transaction.atomic():
-        User.objects.filter(pk=user_id).update(
-            gmail_history_id=page.history_id, last_incremental_sync_at=now
-        )
+        # Not the answer's historyId: it counts records Gmail does not show yet.
+        current = User.objects.select_for_update().get(pk=user_id)
+        settled = settled_fields(current, applied_max, int(page.history_id), run.started_at, now)
+        User.objects.filter(pk=user_id).update(last_incremental_sync_at=now, **settled)
         SyncProgress.objects.filter(pk=run_id).update(listing_completed=True, updated_at=now)
     steps = fill_batch_slots(user_id)
     complete_incremental_if_done(user_id)
     return steps
+
+
+def _record_ids(records: list[dict]) -> list[int]:
+    return [int(record["id"]) for record in records if str(record.get("id", "")).isdigit()]
 
 
 def apply_history_page(user_id: int, records: list[dict]) -> dict[str, int]:

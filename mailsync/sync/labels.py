@@ -8,12 +8,12 @@ from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from .. import counters, gmail
 from ..models import Label, MessageLabel, SyncProgress
-from .runs import report_end, start_label_sync
+from .runs import report_end
 from .steps import Step
 
 User = get_user_model()
@@ -21,7 +21,8 @@ Status = SyncProgress.Status
 
 
 def import_labels(user_id: int, client: gmail.GmailClient) -> set[str]:
-    """Mirror every label with its metadata and counters; delete labels that are gone.
+    """Mirror every label with its metadata and counters; delete labels that are gone
+    (those a message still carries stay, marked "not listed": see `forget_unlisted`).
 
     Returns the label ids Gmail has now.
     """
@@ -40,10 +41,11 @@ def import_labels(user_id: int, client: gmail.GmailClient) -> set[str]:
             _fill_label(label, data)
             if item["id"] in details:
                 label.counts_stale, label.counts_refreshed_at = False, now
+            label.not_listed = False
             (changed if label.pk else new).append(label)
         Label.objects.bulk_create(new, ignore_conflicts=True)
-        Label.objects.bulk_update(changed, [*LABEL_FIELDS, *COUNT_STATE_FIELDS])
-        Label.objects.filter(user_id=user_id).exclude(gmail_id__in=ids).delete()
+        Label.objects.bulk_update(changed, [*LABEL_FIELDS, *COUNT_STATE_FIELDS, "not_listed"])
+        forget_unlisted(user_id, ids)
         counters.count_labels(user_id)
         User.objects.filter(pk=user_id).update(label_sync_completed=True)
     return set(ids)
@@ -86,24 +88,39 @@ def refresh_label_list(user_id: int, client: gmail.GmailClient) -> None:
                 _fill_label(label, item)
                 new.append(label)
                 continue
-            before = [getattr(label, name) for name in LISTED_FIELDS]
+            before = [getattr(label, name) for name in (*LISTED_FIELDS, "not_listed")]
             _fill_label(label, item)
-            if [getattr(label, name) for name in LISTED_FIELDS] != before:
+            label.not_listed = False
+            if [getattr(label, name) for name in (*LISTED_FIELDS, "not_listed")] != before:
                 changed.append(label)
-        gone = [gid for gid in existing if gid not in ids]
+        # Labels already marked and still carried are not written again (no churn).
+        gone = [gid for gid, label in existing.items() if gid not in ids]
         Label.objects.bulk_create(new, ignore_conflicts=True)
-        Label.objects.bulk_update(changed, [*LISTED_FIELDS, "updated_at"])
-        if gone:
-            Label.objects.filter(user_id=user_id, gmail_id__in=gone).delete()
-        if new or gone:
+        Label.objects.bulk_update(changed, [*LISTED_FIELDS, "not_listed", "updated_at"])
+        deleted = forget_unlisted(user_id, ids) if gone else 0
+        if new or deleted:
             counters.count_labels(user_id)
+
+
+def forget_unlisted(user_id: int, listed: Iterable[str]) -> int:
+    """Labels Gmail no longer lists: deleted if no message carries them; kept and marked
+    "not listed by Gmail" otherwise (lieer#48: messages carry label ids labels.list does
+    not know; deleting the row would drop the links, and the next fetch would bring the
+    label back). A deleted label's links go with the history that removes it, then the
+    row. Returns how many rows were deleted."""
+    unlisted = Label.objects.filter(user_id=user_id).exclude(gmail_id__in=list(listed))
+    carried = Exists(MessageLabel.objects.filter(label_id=OuterRef("pk")))
+    unlisted.filter(carried, not_listed=False).update(not_listed=True)
+    deleted, _ = unlisted.exclude(carried).delete()
+    return deleted
 
 
 def refresh_label_counters(user_id: int, client: gmail.GmailClient, touched: set[str]) -> None:
     """labels.get for the labels applied history touched (and new ones), each at most
     once an hour; a touched label refreshed less than an hour ago stays marked and is
     refreshed by a later run (or the nightly health check)."""
-    labels = Label.objects.filter(user_id=user_id)
+    # labels.get answers 404 for a label Gmail does not list: not asked.
+    labels = Label.objects.filter(user_id=user_id, not_listed=False)
     if touched:
         labels.filter(gmail_id__in=touched, counts_stale=False).update(counts_stale=True)
     now = timezone.now()
@@ -190,8 +207,10 @@ def sync_labels(user_id: int, run_id: int) -> list[Step]:
 
 
 def label_pks_for(user_id: int, gmail_ids: set[str]) -> dict[str, int]:
-    """Label pks by Gmail id; a label we do not know yet gets a placeholder row and a
-    label sync is started to fill it in."""
+    """Label pks by Gmail id; a label we do not know yet gets a row marked "not listed".
+    The labels.list of the next incremental run fills in a new label (and drops the
+    mark); a label Gmail never lists keeps its row while messages carry it, so this
+    happens once per label, not once per batch."""
     known = dict(
         Label.objects.filter(user_id=user_id, gmail_id__in=gmail_ids).values_list("gmail_id", "pk")
     )
@@ -204,6 +223,8 @@ def label_pks_for(user_id: int, gmail_ids: set[str]) -> dict[str, int]:
                     gmail_id=gid,
                     name=gid,
                     type=Label.Type.USER if gid.startswith("Label_") else Label.Type.SYSTEM,
+                    not_listed=True,
+                    counts_stale=True,
                 )
                 for gid in missing
             ],
@@ -215,7 +236,6 @@ def label_pks_for(user_id: int, gmail_ids: set[str]) -> dict[str, int]:
             )
         )
         counters.count_labels(user_id)
-        start_label_sync(User(pk=user_id))
     return known
 
 

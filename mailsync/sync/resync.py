@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F
@@ -18,11 +19,50 @@ from .batches import fill_batch_slots
 from .completion import complete_incremental_if_done
 from .labels import import_labels
 from .pending import retry_failed_messages
-from .runs import SyncType, observe_sync_lag
+from .runs import SyncType, finish_run, observe_sync_lag
 from .steps import Step
 
 User = get_user_model()
 Status = SyncProgress.Status
+
+
+def next_full_check_at(user) -> dt.datetime:
+    """When expired history may make us re-list `user`'s mailbox again."""
+    interval = dt.timedelta(minutes=settings.MAILSYNC_RESYNC_MIN_INTERVAL_MINUTES)
+    return (user.history_resynced_at or timezone.now()) + interval
+
+
+def resync_waits(user, now: dt.datetime) -> bool:
+    """Whether a 404 for the user's history id waits instead of re-listing the mailbox.
+
+    Right after a re-listing, Gmail can answer 404 for the fresh id it gave us for a
+    while (lieer#301): re-listing every poll would re-list forever. Real expiry takes
+    Gmail a week at least, so a 404 this soon after a re-listing is the fresh-id kind:
+    we wait, keep polling history, and re-list at most every
+    MAILSYNC_RESYNC_MIN_INTERVAL_MINUTES. The first 404 re-lists at once."""
+    return user.history_resynced_at is not None and now < next_full_check_at(user)
+
+
+def history_not_ready(user_id: int, now: dt.datetime) -> None:
+    """Record (once) that Gmail's history is not ready: the status page says so."""
+    User.objects.filter(pk=user_id, history_unready_since__isnull=True).update(
+        history_unready_since=now
+    )
+
+
+def history_expired(user_id: int, run_id: int, client: gmail.GmailClient) -> list[Step]:
+    """An incremental run met a 404 for its history id: re-list the mailbox, unless a
+    re-listing happened too recently (then the run ends with a note; polls go on)."""
+    now = timezone.now()
+    user = User.objects.get(pk=user_id)
+    if not resync_waits(user, now):
+        User.objects.filter(pk=user_id).update(history_resynced_at=now, history_unready_since=None)
+        return fall_back_to_full_resync(user_id, run_id, client)
+    history_not_ready(user_id, now)
+    user.history_unready_since = user.history_unready_since or now
+    event("run.history_not_ready", user_id, user.history_note, run_id, level=logging.WARNING)
+    finish_run(run_id, Status.FAILED, user.history_note)
+    return []
 
 
 def fall_back_to_full_resync(
@@ -79,9 +119,16 @@ def rescan_label_page(
     label = Label.objects.filter(user_id=user_id, gmail_id=label_gmail_id).first()
     if run is None or label is None:
         return next_label_scan(user_id, run_id, label_gmail_id)
-    page = gmail.GmailClient(user_id).list_message_ids(
-        page_token=page_token, include_spam_trash=True, label_id=label_gmail_id
-    )
+    try:
+        page = gmail.GmailClient(user_id).list_message_ids(
+            page_token=page_token, include_spam_trash=True, label_id=label_gmail_id
+        )
+    except (gmail.NotFound, gmail.PermanentError):
+        if not label.not_listed:
+            raise
+        # Gmail may refuse to list by a label id it does not list itself: its links are
+        # then kept as fetches and history made them, not rescanned.
+        return next_label_scan(user_id, run_id, label_gmail_id)
     with transaction.atomic():
         counters.lock(user_id)  # the lock order everywhere: counters, links, runs
         message_pks = list(

@@ -27,6 +27,7 @@ def test_full_sync_of_3000_messages_is_an_exact_mirror(connected_mailbox, emulat
     assert max(emulator.stats()["fetches"].values()) == 1
 
 
+@pytest.mark.unstable_too
 def test_killed_cluster_resumes_to_the_exact_mirror(connected_mailbox, emulator, clusters):
     user, _ = connected_mailbox(count=3000)
     env = cluster_env(emulator, MAILSYNC_TASK_MAX_SECONDS="10")

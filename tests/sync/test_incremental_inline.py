@@ -9,7 +9,7 @@ import pytest
 from mailsync import gmail, sync
 from mailsync.models import EmailMessage, SyncProgress
 from mailsync.sync import incremental
-from tests.gmail_fixtures import assert_exact_mirror
+from tests.gmail_fixtures import assert_exact_mirror, let_history_settle
 
 pytestmark = pytest.mark.django_db
 
@@ -63,9 +63,16 @@ def mutate(emulator, email: str, seed: int = 1) -> dict:
     return {"inserted": set(inserted), "relabelled": relabelled}
 
 
-def test_incremental_sync_applies_every_kind_of_change(synced, emulator):
+@pytest.mark.unstable_too
+def test_incremental_sync_applies_every_kind_of_change(synced, emulator, unstable):
     user = synced
     changes = mutate(emulator, user.email)
+    if unstable:
+        # Gmail does not show the newest records yet, though its answer's historyId
+        # counts them: a first pass applies what is shown, the next one the rest.
+        first = run(sync.start_incremental_sync(user))
+        assert first.status == "completed", first.error_message
+        let_history_settle(emulator)
     progress = run(sync.start_incremental_sync(user))
     assert progress.sync_type == "incremental"
     assert progress.status == "completed", progress.error_message
@@ -73,6 +80,9 @@ def test_incremental_sync_applies_every_kind_of_change(synced, emulator):
     assert_exact_mirror(user, emulator.snapshot(user.email))
     # Only the 50 new messages were downloaded.
     assert set(emulator.stats()["fetches"]) == changes["inserted"]
+    assert max(emulator.stats()["fetches"].values()) <= (2 if unstable else 1)
+    if unstable:
+        return
     assert progress.num_added == 50
     assert progress.num_deleted == 30
     assert progress.num_relabelled == len(changes["relabelled"])
@@ -81,6 +91,7 @@ def test_incremental_sync_applies_every_kind_of_change(synced, emulator):
     assert user.last_incremental_sync_at is not None
 
 
+@pytest.mark.unstable_too
 def test_expired_history_falls_back_without_downloading_again(synced, emulator):
     user = synced
     mirrored = set(emulator.snapshot(user.email)["messages"])

@@ -33,6 +33,7 @@ def test_schedules_exist_once_however_often_migrate_runs():
         assert Schedule.objects.get(name=name).func == func
 
 
+@pytest.mark.unstable_too
 def test_health_check_repairs_drift(connected_mailbox, emulator):
     user, _ = connected_mailbox(count=300)
     assert run(sync.start_initial_sync(user)).status == "completed"
