@@ -226,6 +226,72 @@ def wait_for_cluster(cluster: subprocess.Popen[str], workers: int, log: Path) ->
     time.sleep(1.0)
 
 
+class CpuMeter:
+    """CPU seconds (user + system) of the qcluster tree and of the emulator, summed over
+    every process seen, each counted from its last sample (a recycled worker keeps what
+    it spent up to its last sample, at most SAMPLE_S short)."""
+
+    def __init__(self, cluster: subprocess.Popen[str], emulator: subprocess.Popen[str]):
+        self.cluster, self.emulator = cluster, emulator
+        self.seen: dict[int, float] = {}
+        self.start: dict[int, float] = {}
+        self.emulator_start = self.emulator_now = self._cpu(emulator.pid)
+        self.sampled = False
+        # PostgreSQL's backends serving the bench database (same machine): their CPU
+        # is the sync's too. SQLite runs inside the workers.
+        self.backends: dict[int, float] = {}
+        self.backend_start: dict[int, float] = {}
+
+    @staticmethod
+    def _cpu(pid: int) -> float:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            return 0.0
+        return times.user + times.system
+
+    def sample(self) -> None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(self.cluster.pid)
+            for process in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = process.cpu_times()
+                    self.seen[process.pid] = times.user + times.system
+                    # A process forked since the first sample spent all of its CPU here.
+                    self.start.setdefault(
+                        process.pid, self.seen[process.pid] if not self.sampled else 0.0
+                    )
+        self.emulator_now = self._cpu(self.emulator.pid) or self.emulator_now
+        self._sample_backends()
+        self.sampled = True
+
+    def _sample_backends(self) -> None:
+        from django.db import connection
+
+        if connection.vendor != "postgresql":
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            )
+            pids = [row[0] for row in cursor.fetchall()]
+        for pid in pids:
+            cpu = self._cpu(pid)
+            if cpu:
+                self.backends[pid] = cpu
+                self.backend_start.setdefault(pid, cpu if not self.sampled else 0.0)
+
+    def database_seconds(self) -> float:
+        return sum(self.backends[pid] - self.backend_start[pid] for pid in self.backends)
+
+    def cluster_seconds(self) -> float:
+        return sum(self.seen[pid] - self.start[pid] for pid in self.seen)
+
+    def emulator_seconds(self) -> float:
+        return self.emulator_now - self.emulator_start
+
+
 @dataclass
 class Follow:
     status: str = "timeout"
@@ -247,6 +313,7 @@ def follow(
     expected: int,
     timeout_s: float,
     inbox_size: int = 0,
+    cpu: CpuMeter | None = None,
 ) -> Follow:
     """Poll the run until it is no longer active, sampling the cluster's memory.
 
@@ -270,6 +337,8 @@ def follow(
                 elapsed = (run.completed_at or timezone.now()) - run.started_at
                 result.seconds_by_progress[key] = round(elapsed.total_seconds(), 1)
         note_inbox(run, result, inbox_size)
+        if cpu is not None:
+            cpu.sample()
         if not run.is_active:
             result.status = run.status
             break
@@ -377,10 +446,12 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
     control = ControlClient(info["base_url"])
     snapshot = control.snapshot(EMAIL)
     inbox = sum(1 for m in snapshot["messages"].values() if "INBOX" in m["labelIds"])
+    cpu = CpuMeter(cluster, emulator)
+    cpu.sample()  # the idle cluster's CPU so far is not the sync's
     call_command("sync_user", EMAIL, full=True, stdout=quiet)
     user = get_user_model().objects.get(email=EMAIL)
     run = SyncProgress.objects.get(user=user, sync_type=SyncProgress.SyncType.INITIAL)
-    followed = follow(run, cluster, args.messages, args.timeout_s, inbox_size=inbox)
+    followed = follow(run, cluster, args.messages, args.timeout_s, inbox_size=inbox, cpu=cpu)
 
     stats = control.stats()
     difference = mirror_difference(user, control.snapshot(EMAIL))
@@ -390,6 +461,7 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
     seconds = ((run.completed_at or run.updated_at) - run.started_at).total_seconds()
     ceiling = args.quota_user_per_minute / 60 / 5
     mps = run.num_processed / seconds if seconds > 0 else 0.0
+    done = max(run.num_processed, 1)
     units = stats["units"]
     units_per_second = units / seconds if seconds > 0 else 0.0
     fetching, optimum = fetch_units(stats), quota_optimum(snapshot)
@@ -426,6 +498,9 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
         "database": kind,
         "commit": measured,
         "status": followed.status,
+        "cpu_ms_per_message_cluster": round(cpu.cluster_seconds() * 1000 / done, 3),
+        "cpu_ms_per_message_emulator": round(cpu.emulator_seconds() * 1000 / done, 3),
+        "cpu_ms_per_message_postgres": round(cpu.database_seconds() * 1000 / done, 3),
         "peak_rss_mb_total": round(followed.peak_total, 1),
         "peak_rss_mb_worker": round(followed.peak_worker, 1),
         "exact_mirror": not difference,
