@@ -440,7 +440,15 @@ class GmailClient:
         for attempt in range(MAX_ATTEMPTS):
             if not pending:
                 break
-            errors = self._send_batch(pending, result)
+            try:
+                errors = self._send_batch(pending, result)
+            except RateLimited as exc:  # our budget or permits, not Gmail (see _send_batch)
+                if not (result.found or result.gone):
+                    raise
+                # After parts were served, raising would lose them (and fetch them
+                # again): the rest fails as refused parts do.
+                result.failed.update({part.key: exc for part in pending})
+                break
             pending = [part for part in pending if part.key in errors]
             if not pending:
                 break
@@ -454,16 +462,31 @@ class GmailClient:
 
     def _send_batch(self, parts: list[Part], result: BatchResult) -> dict[str, GmailError]:
         """Send in requests of at most half quota.concurrency_limit() parts (each part
-        is one request in flight for Gmail; see quota.request_parts); return the parts
-        that failed."""
+        is one request in flight for Gmail; see quota.request_parts), holding the
+        user's permits meanwhile; return the parts that failed."""
         errors: dict[str, GmailError] = {}
         size = quota.request_parts(len(parts))
-        for start in range(0, len(parts), size):
-            errors.update(self._send_one_batch(parts[start : start + size], result))
+        requests = [parts[start : start + size] for start in range(0, len(parts), size)]
+        # Units, then permits, then the request; one set of permits (the first and
+        # largest request's) for the requests sent one after the other: a set per
+        # request cost twice the store round trips (on SQLite, waits for its lock).
+        self._reserve(_units(requests[0]))
+        with self._in_flight(len(requests[0])):
+            for number, request in enumerate(requests):
+                if number:
+                    try:
+                        self._reserve(_units(request))
+                    except RateLimited as exc:
+                        # Raising would lose what the requests before brought (to be
+                        # fetched again): the rest waits as refused parts do, and
+                        # without cutting the pace (our budget said no, not Gmail).
+                        refused = RateLimited(str(exc), exc.retry_after, concurrency=True)
+                        errors.update({p.key: refused for r in requests[number:] for p in r})
+                        break
+                errors.update(self._send_one_batch(request, result))
         return errors
 
     def _send_one_batch(self, parts: list[Part], result: BatchResult) -> dict[str, GmailError]:
-        self._reserve(sum(quota.COSTS[part.method] for part in parts))
         methods = {part.key: part.method for part in parts}
         errors: dict[str, GmailError] = {}
 
@@ -480,9 +503,7 @@ class GmailClient:
             else:
                 errors[request_id] = error
 
-        # The permits are held while the request is on the wire, not while the
-        # answer is decoded (LeanBatch): the next request of the user goes sooner.
-        batch = LeanBatch(callback=on_part, batch_uri=self.batch_uri, in_flight=self._in_flight)
+        batch = LeanBatch(callback=on_part, batch_uri=self.batch_uri)
         for part in parts:
             batch.add(part.request(), request_id=part.key)
         try:
@@ -518,6 +539,10 @@ class Fetched:
 
     messages: BatchResult
     threads: BatchResult
+
+
+def _units(parts: list[Part]) -> int:
+    return sum(quota.COSTS[part.method] for part in parts)
 
 
 def _keyed(result: BatchResult, prefix: str) -> BatchResult:

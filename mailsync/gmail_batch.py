@@ -16,8 +16,6 @@ from __future__ import annotations
 import re
 import urllib.parse
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 
 import httplib2
 from googleapiclient import _auth
@@ -30,19 +28,7 @@ _CONTENT_ID = re.compile(rb"^content-id:[ \t]*(.*?)[ \t]*\r?$", re.IGNORECASE | 
 
 
 class LeanBatch(BatchHttpRequest):
-    """A BatchHttpRequest whose wire format is written and read by hand.
-
-    `in_flight(parts)` is held while the request is on the wire (Gmail's requests in
-    flight, see quota.acquire_permits), not while the answer is read and decoded."""
-
-    def __init__(
-        self,
-        *args,
-        in_flight: Callable[[int], AbstractContextManager] = lambda parts: nullcontext(),
-        **kwargs,
-    ):
-        super().__init__(*args, **kwargs)
-        self._in_flight = in_flight
+    """A BatchHttpRequest whose wire format is written and read by hand."""
 
     def _execute(self, http, order, requests) -> None:
         boundary = f"===============mailsync{uuid.uuid4().hex}=="
@@ -60,13 +46,12 @@ class LeanBatch(BatchHttpRequest):
                 f"{_request_text(requests[request_id], credentials)}\r\n"
             )
         chunks.append(f"--{boundary}--\r\n")
-        with self._in_flight(len(order)):
-            resp, content = http.request(
-                self._batch_uri,
-                method="POST",
-                body="".join(chunks),
-                headers={"content-type": f'multipart/mixed; boundary="{boundary}"'},
-            )
+        resp, content = http.request(
+            self._batch_uri,
+            method="POST",
+            body="".join(chunks),
+            headers={"content-type": f'multipart/mixed; boundary="{boundary}"'},
+        )
         if resp.status >= 300:
             raise HttpError(resp, content, uri=self._batch_uri)
         try:

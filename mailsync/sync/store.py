@@ -26,7 +26,7 @@ from ..parsing import ParsedMessage, parse_message
 from .claims import Claimed
 from .labels import label_pks_for, set_labels
 from .runs import SyncType, clear_failure_notes
-from .writes import write_fetched
+from .writes import prepare_fetched, write_fetched
 
 Status = SyncProgress.Status
 # Labels a mirror without spam and trash leaves out (MAILSYNC_INCLUDE_SPAM_TRASH=false).
@@ -75,6 +75,7 @@ def store_messages(
             continue
         if message.gmail_id in pks or message_id in extra:
             parsed[message.gmail_id] = message
+    prepared = prepare_fetched(parsed.values())
     outcome = StoreOutcome(errors={m: e for m, e in errors.items() if m in pks})
     if outcome.errors and not any_served:
         outcome.outage = _most_telling(outcome.errors.values())
@@ -90,7 +91,7 @@ def store_messages(
         )
         served_again = sum(1 for since in newly_fetched.values() if since is not None)
         # One prepared UPDATE run for every row, search vector included (writes.py).
-        write_fetched([(pks[p.gmail_id], p) for p in parsed_rows])
+        write_fetched([(pks[p.gmail_id], prepared[p.gmail_id]) for p in parsed_rows])
         relabelled = set_labels({pks[p.gmail_id]: p.label_ids for p in parsed_rows}, label_pks)
         gone = [pks[g] for g in result.gone if g in pks]
         lost = counters.states_of(user_id, Q(pk__in=gone))

@@ -11,7 +11,7 @@ something (dates, compressed bodies, JSON); text and numbers are passed as they 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
@@ -71,27 +71,32 @@ def _statement(vendor: str) -> tuple[str, tuple]:
     return sql, tuple(_converter(n) for n in names)
 
 
-def write_fetched(rows: list[tuple[int, ParsedMessage]]) -> None:
-    """Store each parsed message on its row (pk) and release its claim."""
-    if not rows:
-        return
+def prepare_fetched(parsed: Iterable[ParsedMessage]) -> dict[str, list]:
+    """The UPDATE's parameters of each message (by Gmail id), but its row's pk:
+    computed before the transaction (compressing the bodies, the search text), so
+    that the mailbox's lock is held for the writes alone."""
     vendor = connection.vendor
-    sql, converters = _statement(vendor)
+    _, converters = _statement(vendor)
     now = timezone.now()
-    params = []
-    for pk, p in rows:
+    prepared = {}
+    for p in parsed:
         values = [getattr(p, name) for name in FETCHED_FIELDS]
         values += [None, 0, "", None, now]
-        row = [
-            v if convert is None else convert(v)
-            for v, convert in zip(values, converters, strict=True)
-        ]
+        row = [v if c is None else c(v) for v, c in zip(values, converters, strict=True)]
         if vendor == "postgresql":
             document = search_document(
                 p.subject, p.sender, f"{p.to} {p.cc}", p.body_text, p.body_html, p.snippet
             )
             row += [document["A"], document["B"], document["C"], document["D"]]
-        row.append(pk)
-        params.append(row)
+        prepared[p.gmail_id] = row
+    return prepared
+
+
+def write_fetched(rows: list[tuple[int, list]]) -> None:
+    """Store each message on its row: (pk, its prepare_fetched parameters); the
+    claim is released."""
+    if not rows:
+        return
+    sql, _ = _statement(connection.vendor)
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        cursor.executemany(sql, [[*params, pk] for pk, params in rows])
