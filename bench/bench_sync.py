@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psutil
+from cpu_meter import CpuMeter
 from cryptography.fernet import Fernet
 
 if TYPE_CHECKING:
@@ -249,6 +250,7 @@ def follow(
     expected: int,
     timeout_s: float,
     inbox_size: int = 0,
+    cpu: CpuMeter | None = None,
 ) -> Follow:
     """Poll the run until it is no longer active, sampling the cluster's memory.
 
@@ -272,6 +274,8 @@ def follow(
                 elapsed = (run.completed_at or timezone.now()) - run.started_at
                 result.seconds_by_progress[key] = round(elapsed.total_seconds(), 1)
         note_inbox(run, result, inbox_size)
+        if cpu is not None:
+            cpu.sample()
         if not run.is_active:
             result.status = run.status
             break
@@ -379,10 +383,12 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
     control = ControlClient(info["base_url"])
     snapshot = control.snapshot(EMAIL)
     inbox = sum(1 for m in snapshot["messages"].values() if "INBOX" in m["labelIds"])
+    cpu = CpuMeter(cluster, emulator)
+    cpu.sample()  # the idle cluster's CPU so far is not the sync's
     call_command("sync_user", EMAIL, full=True, stdout=quiet)
     user = get_user_model().objects.get(email=EMAIL)
     run = SyncProgress.objects.get(user=user, sync_type=SyncProgress.SyncType.INITIAL)
-    followed = follow(run, cluster, args.messages, args.timeout_s, inbox_size=inbox)
+    followed = follow(run, cluster, args.messages, args.timeout_s, inbox_size=inbox, cpu=cpu)
 
     stats = control.stats()
     difference = mirror_difference(user, control.snapshot(EMAIL))
@@ -392,6 +398,7 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
     seconds = ((run.completed_at or run.updated_at) - run.started_at).total_seconds()
     ceiling = args.quota_user_per_minute / 60 / 5
     mps = run.num_processed / seconds if seconds > 0 else 0.0
+    done = max(run.num_processed, 1)
     units = stats["units"]
     units_per_second = units / seconds if seconds > 0 else 0.0
     fetching, optimum = fetch_units(stats), quota_optimum(snapshot)
@@ -428,6 +435,9 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
         "database": kind,
         "commit": measured,
         "status": followed.status,
+        "cpu_ms_per_message_cluster": round(cpu.cluster_seconds() * 1000 / done, 3),
+        "cpu_ms_per_message_emulator": round(cpu.emulator_seconds() * 1000 / done, 3),
+        "cpu_ms_per_message_postgres": round(cpu.database_seconds() * 1000 / done, 3),
         "peak_rss_mb_total": round(followed.peak_total, 1),
         "peak_rss_mb_worker": round(followed.peak_worker, 1),
         "exact_mirror": not difference,

@@ -29,6 +29,9 @@ def lock(user_id: int) -> MailboxCounts:
     """The user's counts row, locked until the current transaction ends."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("counters.lock() must run inside transaction.atomic()")
+    row = MailboxCounts.objects.select_for_update().filter(user_id=user_id).first()
+    if row is not None:  # the row exists once the mailbox has been written to
+        return row
     MailboxCounts.objects.bulk_create([MailboxCounts(user_id=user_id)], ignore_conflicts=True)
     return MailboxCounts.objects.select_for_update().get(user_id=user_id)
 
@@ -69,6 +72,8 @@ def read(user_id: int) -> Totals:
 def states_of(user_id: int, message_filter: Q) -> Totals:
     """How many of the user's messages matching `message_filter` are in each state:
     what deleting them takes off the totals. Bounded by the filter (a page, a batch)."""
+    if _matches_nothing(message_filter):
+        return Totals()
     found = EmailMessage.objects.filter(message_filter, user_id=user_id).aggregate(
         messages=Count("pk"),
         fetched=Count("pk", filter=Q(internal_date__isnull=False)),
@@ -77,6 +82,17 @@ def states_of(user_id: int, message_filter: Q) -> Totals:
         ),
     )
     return Totals(found["messages"], found["fetched"], found["unavailable"])
+
+
+def _matches_nothing(message_filter: Q) -> bool:
+    """A filter `pk__in=[]` alone (a batch with nothing gone): no query needed."""
+    return (
+        len(message_filter.children) == 1
+        and not message_filter.negated
+        and isinstance(message_filter.children[0], tuple)
+        and message_filter.children[0][0] == "pk__in"
+        and not message_filter.children[0][1]
+    )
 
 
 def recount(user_id: int) -> Totals:

@@ -1,8 +1,9 @@
 """The one home of every Gmail API call.
 
-Nothing else in the project imports googleapiclient. Each function is one remote
-call (or one batch of them) with its quota reserved first, and every failure is
-turned into one of the exceptions below, each saying what the caller should do.
+Nothing else in the project imports googleapiclient (but gmail_batch.py, the wire
+format of its batch requests). Each function is one remote call (or one batch of
+them) with its quota reserved first, and every failure is turned into one of the
+exceptions below, each saying what the caller should do.
 Reference: https://developers.google.com/gmail/api/reference/rest
 """
 
@@ -26,7 +27,6 @@ import httplib2
 from django.conf import settings
 from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
-from googleapiclient.http import BatchHttpRequest
 
 from . import metrics, quota
 from .credentials import (
@@ -35,6 +35,7 @@ from .credentials import (
     TokenEndpointUnavailable,
     credentials_for,
 )
+from .gmail_batch import LeanBatch
 
 log = logging.getLogger(__name__)
 
@@ -439,7 +440,15 @@ class GmailClient:
         for attempt in range(MAX_ATTEMPTS):
             if not pending:
                 break
-            errors = self._send_batch(pending, result)
+            try:
+                errors = self._send_batch(pending, result)
+            except RateLimited as exc:  # our budget or permits, not Gmail (see _send_batch)
+                if not (result.found or result.gone):
+                    raise
+                # After parts were served, raising would lose them (and fetch them
+                # again): the rest fails as refused parts do.
+                result.failed.update({part.key: exc for part in pending})
+                break
             pending = [part for part in pending if part.key in errors]
             if not pending:
                 break
@@ -452,16 +461,32 @@ class GmailClient:
         return result
 
     def _send_batch(self, parts: list[Part], result: BatchResult) -> dict[str, GmailError]:
-        """Send in requests of at most quota.concurrency_limit() parts (each part is one
-        request in flight for Gmail); return the parts that failed."""
+        """Send in requests of at most half quota.concurrency_limit() parts (each part
+        is one request in flight for Gmail; see quota.request_parts), holding the
+        user's permits meanwhile; return the parts that failed."""
         errors: dict[str, GmailError] = {}
-        size = quota.concurrency_limit()
-        for start in range(0, len(parts), size):
-            errors.update(self._send_one_batch(parts[start : start + size], result))
+        size = quota.request_parts(len(parts))
+        requests = [parts[start : start + size] for start in range(0, len(parts), size)]
+        # Units, then permits, then the request; one set of permits (the first and
+        # largest request's) for the requests sent one after the other: a set per
+        # request cost twice the store round trips (on SQLite, waits for its lock).
+        self._reserve(_units(requests[0]))
+        with self._in_flight(len(requests[0])):
+            for number, request in enumerate(requests):
+                if number:
+                    try:
+                        self._reserve(_units(request))
+                    except RateLimited as exc:
+                        # Raising would lose what the requests before brought (to be
+                        # fetched again): the rest waits as refused parts do, and
+                        # without cutting the pace (our budget said no, not Gmail).
+                        refused = RateLimited(str(exc), exc.retry_after, concurrency=True)
+                        errors.update({p.key: refused for r in requests[number:] for p in r})
+                        break
+                errors.update(self._send_one_batch(request, result))
         return errors
 
     def _send_one_batch(self, parts: list[Part], result: BatchResult) -> dict[str, GmailError]:
-        self._reserve(sum(quota.COSTS[part.method] for part in parts))
         methods = {part.key: part.method for part in parts}
         errors: dict[str, GmailError] = {}
 
@@ -478,11 +503,11 @@ class GmailClient:
             else:
                 errors[request_id] = error
 
-        batch = BatchHttpRequest(callback=on_part, batch_uri=self.batch_uri)
+        batch = LeanBatch(callback=on_part, batch_uri=self.batch_uri)
         for part in parts:
             batch.add(part.request(), request_id=part.key)
         try:
-            with self._in_flight(len(parts)), _transport_errors_named():
+            with _transport_errors_named():
                 batch.execute()
         except HttpError as exc:
             whole = classify(exc)
@@ -514,6 +539,10 @@ class Fetched:
 
     messages: BatchResult
     threads: BatchResult
+
+
+def _units(parts: list[Part]) -> int:
+    return sum(quota.COSTS[part.method] for part in parts)
 
 
 def _keyed(result: BatchResult, prefix: str) -> BatchResult:

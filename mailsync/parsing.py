@@ -44,6 +44,7 @@ from email import policy
 from email.message import Message
 from email.parser import BytesParser
 from email.utils import parseaddr, parsedate_to_datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class ParsedMessage:
 MAX_ADDRESS_CHARS = 320  # RFC 5321: 64 for the local part, @, 255 for the domain
 
 
+@lru_cache(maxsize=4096)  # senders repeat; parseaddr was a tenth of parsing a message
 def address_of(sender: str) -> str:
     """The address in a From header ("Ann <Ann@Example.com>" -> "ann@example.com"),
     lower-cased so that one lookup finds every spelling; "" when there is none."""
@@ -540,6 +542,32 @@ def _mime_params(
     return mime_type, charset, disposition, _repair_8bit(filename, where, notes)
 
 
+# (Content-Type, Content-Disposition) -> _mime_params' answer, for answers without notes.
+_MIME_PARAMS: dict[tuple[str | None, str | None], tuple[str, str | None, str | None, str]] = {}
+_MIME_PARAMS_MAX = 2048
+
+
+def _header_mime_params(
+    headers: _Headers, where: str, notes: list[str]
+) -> tuple[str, str | None, str | None, str]:
+    """_mime_params of a part's headers. The same two header values always give the
+    same answer, and most parts repeat a few ("text/plain; charset=UTF-8"): answers
+    are remembered (the email package's parameter parsing was a third of parsing a
+    message). An answer with notes is not: its notes name the part."""
+    key = (headers.get("content-type"), headers.get("content-disposition"))
+    known = _MIME_PARAMS.get(key)
+    if known is not None:
+        return known
+    found: list[str] = []
+    params = _mime_params(headers.as_message(), where, found)
+    if not found:
+        if len(_MIME_PARAMS) >= _MIME_PARAMS_MAX:
+            _MIME_PARAMS.clear()  # bounded: boundaries make most multipart values unique
+        _MIME_PARAMS[key] = params
+    notes.extend(found)
+    return params
+
+
 def _walk_full(part: object, part_id: str, depth: int, state: _BodyState) -> None:
     """Collect bodies and attachments from a ``format=full`` MessagePart tree."""
     where = f"part {part_id or 'root'}"
@@ -553,9 +581,7 @@ def _walk_full(part: object, part_id: str, depth: int, state: _BodyState) -> Non
         where = f"part {part_id or 'root'}"
     notes: list[str] = []
     headers = _Headers(_gmail_header_pairs(part.get("headers"), where, state.notes))
-    header_type, charset, disposition, header_filename = _mime_params(
-        headers.as_message(), where, notes
-    )
+    header_type, charset, disposition, header_filename = _header_mime_params(headers, where, notes)
     mime_type = part.get("mimeType")
     if not isinstance(mime_type, str) or not mime_type.strip():
         mime_type = header_type

@@ -99,6 +99,16 @@ def concurrency_limit() -> int:
     return settings.MAILSYNC_CONCURRENT_REQUESTS_PER_USER
 
 
+def request_parts(parts: int) -> int:
+    """Parts per request when a batch of `parts` is sent: at most half the user's
+    permits (rounded up), in requests of even size. Two of the user's requests are
+    then in flight at once (two workers' batches), where a request of every permit
+    made each worker wait for the other's to come back (issue 13)."""
+    half = -(-concurrency_limit() // 2)
+    requests = -(-parts // half)
+    return max(1, -(-parts // max(1, requests)))
+
+
 def largest_reservation() -> int:
     """The most units one request reserves: a batch of concurrency_limit() parts, or
     the dearest single call. The budget's ceiling leaves room for one of these."""

@@ -180,7 +180,10 @@ class DatabaseStore:
             "limit": limit,
             "expires_at": expires_at,
         }
-        if self._count_in(params):
+        # A read first: on SQLite a failed attempt would still have waited for the
+        # database's write lock, and the waiters' polls held it from the others
+        # (most of a CPU-bound sync's wait for permits, issue 13).
+        if self.in_flight(key) + parts <= limit and self._count_in(params):
             return True
         # Full: permits of dead holders may be what fills it (looked for with a read:
         # on SQLite a write would queue behind every writer).

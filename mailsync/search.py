@@ -98,6 +98,16 @@ def fill_search_vectors(message_pks: Iterable[int]) -> int:
     return written
 
 
+def vector_expression(columns: str = "%s::text, %s::text, %s::text, %s::text") -> str:
+    """The SQL that builds a search vector from the four texts of `search_document`
+    (A, B, C, D, in that order): placeholders by default, or four column names."""
+    texts = [text.strip() for text in columns.split(",")]
+    return " || ".join(
+        f"setweight(to_tsvector('{CONFIG}', {text}), '{weight}')"
+        for weight, text in zip("ABCD", texts, strict=True)
+    )
+
+
 def _write_vectors(documents: list[tuple[int, dict[str, str]]]) -> int:
     if not documents:
         return 0
@@ -106,9 +116,7 @@ def _write_vectors(documents: list[tuple[int, dict[str, str]]]) -> int:
     params: list = []
     for pk, document in documents:
         params += [pk, document["A"], document["B"], document["C"], document["D"]]
-    vector = " || ".join(
-        f"setweight(to_tsvector('{CONFIG}', v.{weight.lower()}), '{weight}')" for weight in "ABCD"
-    )
+    vector = vector_expression("v.a, v.b, v.c, v.d")
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} AS m SET search_vector = {vector} "  # noqa: S608 (no user input)

@@ -94,10 +94,6 @@ def assert_one_line_naming(result: subprocess.CompletedProcess, named: str) -> N
         ),
         ({"DEBUG": "true", "MAILSYNC_OUTAGE_RETRY_SECONDS": "-5"}, "MAILSYNC_OUTAGE_RETRY_SECONDS"),
         (
-            {"DEBUG": "true", "MAILSYNC_BATCH_SIZE": "30"},
-            "MAILSYNC_CONCURRENT_REQUESTS_PER_USER=25",
-        ),
-        (
             {"DEBUG": "true", "MAILSYNC_CONCURRENT_REQUESTS_PER_USER": "0"},
             "MAILSYNC_CONCURRENT_REQUESTS_PER_USER",
         ),

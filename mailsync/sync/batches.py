@@ -59,26 +59,48 @@ def fill_batch_slots(user_id: int) -> list[Step]:
 
 
 def fetch_batch(user_id: int, slot: int) -> list[Step]:
-    """Stage 4: fetch one batch (messages alone and threads whole) and store it; keep
-    the slot and go on while work remains."""
+    """Stage 4: fetch batches (messages alone and threads whole) and store each; keep
+    the slot and go on while work remains: in this task for up to
+    MAILSYNC_FETCH_TASK_SECONDS, then in a new one.
+
+    One task per batch cost a broker round trip, a task's set-up and a Gmail client
+    per 25 messages (issue 13); the bound keeps a worker from being held by one
+    mailbox for long while other users wait."""
+    budget = min(settings.MAILSYNC_FETCH_TASK_SECONDS, settings.MAILSYNC_TASK_MAX_SECONDS / 4)
+    deadline = time.monotonic() + budget
     # A chain runs one step at a time, so claims its slot still holds are from an
     # attempt that died before storing (a database blip, a killed worker): free them
     # now rather than when their lease runs out.
     release_claims(user_id, [slot])
-    work = claim_work(user_id, settings.MAILSYNC_BATCH_SIZE, slot)
+    client: list[gmail.GmailClient] = []  # made at the first fetch, kept for the task
+    while True:
+        stored, steps = _one_batch(user_id, slot, client)
+        if not stored or time.monotonic() >= deadline:
+            return steps
+
+
+def _one_batch(user_id: int, slot: int, client: list[gmail.GmailClient]) -> tuple[bool, list[Step]]:
+    """Claim, fetch and store one batch: (whether one was stored, the steps that
+    follow if the chain's task ends here)."""
+    parts = settings.MAILSYNC_BATCH_SIZE
+    work = claim_work(user_id, parts, slot)
     if not work:
-        return _nothing_to_claim(user_id, slot)
-    _renew_slot(user_id, slot)
+        return False, _nothing_to_claim(user_id, slot)
+    if not client:
+        # Once per task: the lease outlives any task (pending.lease_seconds).
+        _renew_slot(user_id, slot)
     pks = work.pks()
     # Messages that already failed alone are tried beside one Gmail serves for sure,
     # so that a failure tells "this message" from "Gmail as a whole" apart.
     probe = _probe_id(user_id) if work.retries_only else None
     try:
-        fetched = _fetch(user_id, work, probe)
+        if not client:
+            client.append(gmail.GmailClient(user_id))
+        fetched = _fetch(client[0], work, probe)
     except gmail.GmailError as exc:
         EmailMessage.objects.filter(pk__in=pks.values()).update(claimed_until=None)
         if isinstance(exc, gmail.TransientError):
-            return _retry_later(user_id, slot, exc)
+            return False, _retry_later(user_id, slot, exc)
         if not (isinstance(exc, gmail.RateLimited) and worth_retrying_now(exc)):
             _release_slot(user_id, slot)  # this chain ends; fill_batch_slots restarts one
         raise
@@ -88,13 +110,15 @@ def fetch_batch(user_id: int, slot: int) -> list[Step]:
             if not worth_retrying_now(outcome.outage):
                 _release_slot(user_id, slot)
             raise outcome.outage
-        return _retry_later(user_id, slot, outcome.outage)
-    _complete_finished_runs(user_id)
-    return [Step("fetch_batch", user_id, (slot,))]
+        return False, _retry_later(user_id, slot, outcome.outage)
+    if len(pks) < parts:
+        # A short batch: little or nothing is left, so the run may be done. (After a
+        # full one the chain claims again, and finding nothing completes the run.)
+        _complete_finished_runs(user_id)
+    return True, [Step("fetch_batch", user_id, (slot,))]
 
 
-def _fetch(user_id: int, work: Work, probe: str | None) -> gmail.Fetched:
-    client = gmail.GmailClient(user_id)
+def _fetch(client: gmail.GmailClient, work: Work, probe: str | None) -> gmail.Fetched:
     fetched = client.fetch(
         [row.gmail_id for row in work.messages], list(work.threads), probe_id=probe
     )

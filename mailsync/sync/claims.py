@@ -28,7 +28,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from ..models import EmailMessage, SyncProgress
-from .pending import claimable_messages, lease_seconds
+from .pending import claimable_messages, lease_seconds, messages_to_fetch
 
 # listing_order of a message = page index * this + position on the page.
 LISTING_ORDER_PAGE_STRIDE = 1000
@@ -106,12 +106,7 @@ def claim_work(user_id: int, parts: int, slot: int | None = None) -> Work:
         candidates = claimable_now(user_id, now)
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True)
-        rows = [
-            Claimed(*row)
-            for row in candidates.values_list("pk", "gmail_id", "fetch_failures", "thread_id")[
-                :parts
-            ]
-        ]
+        rows = _outside_held_threads(user_id, candidates, parts, now)
         if not rows:
             return Work()
         sizes = _threads_worth_fetching_whole(
@@ -137,13 +132,38 @@ def claim_messages(user_id: int, limit: int, slot: int | None = None) -> list[Cl
         candidates = claimable_now(user_id, now)
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True)
-        rows = [
-            Claimed(*row)
-            for row in candidates.values_list("pk", "gmail_id", "fetch_failures", "thread_id")[
-                :limit
-            ]
+        return _take(
+            user_id, _outside_held_threads(user_id, candidates, limit, now), now, lease, slot
+        )
+
+
+def _outside_held_threads(user_id: int, candidates, limit: int, now: dt.datetime) -> list[Claimed]:
+    """Up to `limit` candidates whose thread has no message a live chain holds.
+
+    A chain fetching a thread whole also brings the members the listing had not
+    reached when it claimed the thread; listed meanwhile, such a member must wait
+    until that chain stores the thread (it is then found fetched), or it would be
+    fetched twice. (Retry waits, which no chain holds, do not count.)"""
+    rows = [
+        Claimed(*row)
+        for row in candidates.values_list("pk", "gmail_id", "fetch_failures", "thread_id")[
+            : 2 * limit
         ]
-        return _take(user_id, rows, now, lease, slot)
+    ]
+    threads = {row.thread_id for row in rows if row.thread_id}
+    held = (
+        set(
+            messages_to_fetch(
+                user_id=user_id,
+                thread_id__in=threads,
+                claimed_until__gt=now,
+                claim_slot__isnull=False,
+            ).values_list("thread_id", flat=True)
+        )
+        if threads
+        else set()
+    )
+    return [row for row in rows if row.thread_id not in held][:limit]
 
 
 def _take(

@@ -174,7 +174,8 @@ def test_too_many_concurrent_requests_is_retried_without_cutting_the_budget(
     connected_mailbox, emulator, settings
 ):
     settings.MAILSYNC_RETRY_BACKOFF_SECONDS = 0.01
-    emulator.config.concurrent_requests_per_user = 20  # a batch of 25 exceeds it...
+    # A batch of 25 goes as requests of 13 and 12 parts (quota.request_parts)...
+    emulator.config.concurrent_requests_per_user = 10  # ...and 13 exceeds this...
     emulator.config.latency_ms = 40  # ...when its parts are served side by side
     user, _ = connected_mailbox(count=150)
     run = run_full(user)
