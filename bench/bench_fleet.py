@@ -147,6 +147,21 @@ def tasks_run(metrics_dir: Path) -> float:
     return metric_total(metrics_dir, "mailsync_tasks_total")
 
 
+def tree_cpu(processes: list) -> dict[int, float]:
+    """CPU seconds (user + system) of every process of these process trees, by pid."""
+    import psutil
+
+    seen: dict[int, float] = {}
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(process.pid)
+            for p in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = p.cpu_times()
+                    seen[p.pid] = times.user + times.system
+    return seen
+
+
 def wait(predicate, timeout_s: float, what: str, logs: list[Path]) -> float:
     started = time.monotonic()
     while not predicate():
@@ -222,10 +237,12 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
         )
     measured = commit()
     logs = []
+    clusters = []
     for n in range(args.clusters):
         log = workdir / f"qcluster-{n}.log"
         logs.append(log)
         cluster = start([sys.executable, "manage.py", "qcluster"], env, log)
+        clusters.append(cluster)
         stack.callback(stop, cluster)
         wait_for_cluster(cluster, args.workers, log)
     if args.push:
@@ -261,6 +278,7 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
     initial_stats = control.stats()
     control.reset_stats()
     tasks_before = tasks_run(metrics_dir)
+    cpu_before = tree_cpu(clusters)
     changes_started = time.monotonic()
     arrivals: dict[str, float] = {}
     lags: dict[str, float] = {}
@@ -287,6 +305,8 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
         time.sleep(2)
     change_s = time.monotonic() - changes_started
     change_tasks = tasks_run(metrics_dir) - tasks_before
+    cpu_after = tree_cpu(clusters)
+    change_cpu = sum(cpu - cpu_before.get(pid, 0.0) for pid, cpu in cpu_after.items())
     stats = control.stats()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_database_size(current_database())")
@@ -305,6 +325,8 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
         "new_messages": len(arrivals),
         "change_phase_seconds": round(change_s, 1),
         "change_tasks_per_second": round(change_tasks / change_s, 2),
+        "change_tasks": change_tasks,
+        "worker_cpu_ms_per_change_task": round(change_cpu * 1000 / max(change_tasks, 1), 1),
         "incremental_syncs_per_second": round(
             stats["by_method"].get("gmail.users.history.list", 0) / change_s, 2
         ),
