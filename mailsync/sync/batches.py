@@ -160,6 +160,12 @@ def _nothing_to_claim(user_id: int, slot: int) -> list[Step]:
     """No message is claimable now: either nothing is left (the chain ends), or the
     rest is held by other chains or waits to be retried."""
     now = timezone.now()
+    if claimable_now(user_id, now).exists():
+        # Claimable, but another message of each one's thread is held by a live chain
+        # (claims._outside_held_threads): that chain stores its batch in seconds.
+        _renew_slot(user_id, slot)
+        time.sleep(CLAIM_RETRY_S)
+        return [Step("fetch_batch", user_id, (slot,))]
     held_until = messages_to_fetch(user_id=user_id).aggregate(until=Min("claimed_until"))["until"]
     if held_until is None:
         _release_slot(user_id, slot)
@@ -171,9 +177,17 @@ def _nothing_to_claim(user_id: int, slot: int) -> list[Step]:
         time.sleep(CLAIM_RETRY_S)
         return [Step("fetch_batch", user_id, (slot,))]
     # A message waits out its retry delay, or a dead worker's lease runs out: no task
-    # spins meanwhile; the watchdog resumes the run then.
+    # spins meanwhile; the watchdog resumes the run then. The rest held by other live
+    # chains is theirs to store: this chain just ends (a resume time would also hide
+    # the run from the watchdog's look for dead workers, were they killed meanwhile).
     _release_slot(user_id, slot)
-    resume_at(user_id, held_until)
+    others = BatchSlot.objects.filter(user_id=user_id, leased_until__gt=now).exists()
+    waits = messages_to_fetch(
+        user_id=user_id, claim_slot__isnull=True, claimed_until__gt=now
+    ).aggregate(until=Min("claimed_until"))["until"]
+    if others and waits is None:
+        return []
+    resume_at(user_id, waits if others else held_until)
     return []
 
 
