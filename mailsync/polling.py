@@ -168,9 +168,11 @@ def poll(user_id: int, follow_up: int = 0) -> list[Step]:
         if resync_waits(user, now):
             # A fresh id that Gmail does not know yet (lieer#301): no re-listing now; the
             # next poll asks history again. One in-place write, no run.
-            history_not_ready(user_id, now)
-            User.objects.filter(pk=user_id).update(
-                sync_claimed_at=None, next_sync_at=now + interval(push_healthy(user, now))
+            history_not_ready(
+                user_id,
+                now,
+                sync_claimed_at=None,
+                next_sync_at=now + interval(push_healthy(user, now)),
             )
             return []
         page = None  # the run below meets the 404 too and re-lists the mailbox

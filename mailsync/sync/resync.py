@@ -9,7 +9,8 @@ import logging
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .. import counters, gmail, signals
@@ -43,10 +44,11 @@ def resync_waits(user, now: dt.datetime) -> bool:
     return user.history_resynced_at is not None and now < next_full_check_at(user)
 
 
-def history_not_ready(user_id: int, now: dt.datetime) -> None:
-    """Record (once) that Gmail's history is not ready: the status page says so."""
-    User.objects.filter(pk=user_id, history_unready_since__isnull=True).update(
-        history_unready_since=now
+def history_not_ready(user_id: int, now: dt.datetime, **fields: object) -> None:
+    """Record that Gmail's history is not ready (the status page says so; the first
+    time is kept), with `fields`, in one UPDATE."""
+    User.objects.filter(pk=user_id).update(
+        history_unready_since=Coalesce(F("history_unready_since"), Value(now)), **fields
     )
 
 

@@ -8,6 +8,8 @@ import time
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from gmail_emulator import EmulatorConfig
@@ -113,8 +115,16 @@ class TestFreshHistoryIdsAnswer404:
         # The fresh id it took answers 404 for a while: no second re-listing, one call.
         emulator.insert_message(user.email)
         emulator.reset_stats()
-        poll(user)
+        with CaptureQueriesContext(connection) as queries:
+            poll(user)
         assert gmail_calls(emulator) == {"gmail.users.history.list": 1}
+        writes = [
+            q["sql"]
+            for q in queries.captured_queries
+            if q["sql"].startswith(("INSERT", "UPDATE", "DELETE"))
+            and "quota" not in q["sql"].split("SET")[0]
+        ]
+        assert len(writes) == 1, writes  # the user's row, in place
         assert incremental.count() == 1
         note = mailbox_status(user)["stages"]["incremental"]["history_note"]
         assert note.startswith("Gmail's history is not ready yet; next full check at ")
