@@ -26,7 +26,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -41,6 +40,7 @@ from bench_sync import (
     commit,
     fresh_database,
     mirror_difference,
+    run_main,
     start,
     stop,
     tail,
@@ -352,19 +352,7 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
 
 
 def main() -> int:
-    args = parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        with contextlib.ExitStack() as stack:
-            result, difference = bench(args, stack)
-    except KeyboardInterrupt:
-        print("interrupted: everything was stopped", file=sys.stderr)
-        return 130
-    print(json.dumps(result), flush=True)
-    if difference:
-        print(f"not exact: {difference}", file=sys.stderr)
-        return 1
-    return 0
+    return run_main(parse_args(), bench)
 
 
 if __name__ == "__main__":

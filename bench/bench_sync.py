@@ -447,13 +447,14 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
     return result, difference
 
 
-def main() -> int:
-    args = parse_args()
+def run_main(args: argparse.Namespace, bench_fn) -> int:
+    """Run `bench_fn(args, stack)` -> (result, difference) with every subprocess stopped
+    at the end, print the JSON line; exit status 1 when the mirror is not exact."""
     # A SIGTERM ends us like Ctrl-C does: the ExitStack still stops every subprocess.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         with contextlib.ExitStack() as stack:
-            result, difference = bench(args, stack)
+            result, difference = bench_fn(args, stack)
     except KeyboardInterrupt:
         print("interrupted: everything was stopped", file=sys.stderr)
         return 130
@@ -462,6 +463,10 @@ def main() -> int:
         print(f"mirror not exact: {difference}", file=sys.stderr)
         return 1
     return 0
+
+
+def main() -> int:
+    return run_main(parse_args(), bench)
 
 
 if __name__ == "__main__":
