@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from django.db import connection
+
+from tests.cluster import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables a developer's shell may set that would change what a test means.
@@ -184,6 +187,10 @@ def test_development_secrets_are_generated_not_literals():
     assert secret_key not in sources
 
 
+@pytest.mark.django_db
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="PgBouncer's setting is PostgreSQL's"
+)
 def test_pooler_transaction_mode_turns_off_server_side_cursors_and_prepared_statements():
     """Behind PgBouncer in transaction mode: a real connection with neither (Django's
     psycopg backend never prepares statements; this keeps it so)."""
@@ -197,7 +204,7 @@ def test_pooler_transaction_mode_turns_off_server_side_cursors_and_prepared_stat
         "print(connection.connection.execute("
         "'SELECT count(*) FROM pg_prepared_statements').fetchone()[0])\n"
     )
-    url = "postgres://postgres@127.0.0.1:5432/postgres"
+    url = database_url()  # the suite's own PostgreSQL test database
     result = run(
         ["-c", script],
         DEBUG="true",
