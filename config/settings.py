@@ -419,6 +419,9 @@ MAILSYNC_BATCHES_IN_FLIGHT = _int_setting("MAILSYNC_BATCHES_IN_FLIGHT", 4, minim
 # A batch chain's task stores batch after batch for up to this long (at most a quarter
 # of MAILSYNC_TASK_MAX_SECONDS) before a new task takes over; 0: one batch per task.
 MAILSYNC_FETCH_TASK_SECONDS = _float_setting("MAILSYNC_FETCH_TASK_SECONDS", 10.0)
+# A listing task lists page after page for up to this long (at most a quarter of
+# MAILSYNC_TASK_MAX_SECONDS), starting the batch chains as pages arrive; 0: one page per task.
+MAILSYNC_LIST_TASK_SECONDS = _float_setting("MAILSYNC_LIST_TASK_SECONDS", 10.0)
 MAILSYNC_MESSAGE_FORMAT = env.str("MAILSYNC_MESSAGE_FORMAT", default="full")
 if MAILSYNC_MESSAGE_FORMAT not in ("full", "raw", "metadata", "minimal"):
     raise ImproperlyConfigured(

@@ -101,10 +101,11 @@ def concurrency_limit() -> int:
 
 def request_parts(parts: int) -> int:
     """Parts per request when a batch of `parts` is sent: at most half the user's
-    permits (rounded up), in requests of even size. Two of the user's requests are
+    permits (rounded down), in requests of even size. Two of the user's requests are
     then in flight at once (two workers' batches), where a request of every permit
-    made each worker wait for the other's to come back (issue 13)."""
-    half = -(-concurrency_limit() // 2)
+    made each worker wait for the other's to come back (issue 13). Rounded up, 25
+    permits gave requests of 13, and two of them did not fit: one at a time."""
+    half = max(1, concurrency_limit() // 2)
     requests = -(-parts // half)
     return max(1, -(-parts // max(1, requests)))
 

@@ -17,6 +17,7 @@ from django.db import InterfaceError, OperationalError
 from django_q.tasks import async_task
 
 from . import metrics, sync
+from .sync.steps import starting_with
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ def _run_with_database_retries(step: sync.Step) -> None:
     user_id = step.user_id
     for attempt in range(DATABASE_ATTEMPTS):
         try:
-            steps = sync.run_step(step)
+            with starting_with(enqueue_steps):
+                steps = sync.run_step(step)
         except (OperationalError, InterfaceError):
             if attempt + 1 == DATABASE_ATTEMPTS:
                 raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -17,7 +19,8 @@ from .labels import import_labels, label_pks_for, set_labels
 from .pending import retry_failed_messages
 from .resync import next_label_scan
 from .runs import RELISTING_TYPES, clear_failure_notes
-from .steps import Step
+from .steps import Step, start_now
+from .writes import insert_listed
 
 User = get_user_model()
 Status = SyncProgress.Status
@@ -51,13 +54,37 @@ def begin_initial_sync(user_id: int, run_id: int) -> list[Step]:
 
 
 def list_page(user_id: int, run_id: int) -> list[Step]:
-    """Stage 2: list one page of message ids into unfetched rows; save the page token.
-    A first listing lists the INBOX first, then the whole mailbox (see claims.py)."""
+    """Stage 2: list pages of message ids into unfetched rows, saving the page token
+    after each, for up to MAILSYNC_LIST_TASK_SECONDS; then a new task goes on. A first
+    listing lists the INBOX first, then the whole mailbox (see claims.py).
+
+    The batch chains start (start_now) as soon as a page gives them work, while the
+    listing goes on: one task per page waited for the broker and for a free worker
+    (the chains held them all), and fetching caught up with the listing and waited
+    for it (issue 13)."""
+    budget = min(settings.MAILSYNC_LIST_TASK_SECONDS, settings.MAILSYNC_TASK_MAX_SECONDS / 4)
+    deadline = time.monotonic() + budget
+    client = gmail.GmailClient(user_id)
+    while True:
+        run = _list_one_page(user_id, run_id, client)
+        if run is None:
+            return fill_batch_slots(user_id)
+        # Inline (no task to start them from), the chains run after this step.
+        chains = start_now(fill_batch_slots(user_id))
+        if run.listing_completed:
+            return [*chains, Step("verify_unlisted", user_id, (run_id,))]
+        if chains or time.monotonic() >= deadline:
+            return [*chains, Step("list_page", user_id, (run_id,))]
+
+
+def _list_one_page(user_id: int, run_id: int, client: gmail.GmailClient) -> SyncProgress | None:
+    """List the run's next page and store it; the run as it is now, or None if it
+    ended, its listing did, or another delivery of this step stored the page."""
     run = SyncProgress.objects.filter(pk=run_id, status=Status.IN_PROGRESS).first()
     if run is None or run.listing_completed:
-        return fill_batch_slots(user_id)
+        return None
     token, inbox_phase = run.next_page_token, not run.inbox_listed
-    page = gmail.GmailClient(user_id).list_message_ids(
+    page = client.list_message_ids(
         page_token=token,
         include_spam_trash=settings.MAILSYNC_INCLUDE_SPAM_TRASH and not inbox_phase,
         label_id="INBOX" if inbox_phase else None,
@@ -73,7 +100,7 @@ def list_page(user_id: int, run_id: int) -> list[Step]:
             or run.listing_completed
             or not run.is_active
         ):
-            return []  # a duplicate delivery of this step already stored this page
+            return None  # a duplicate delivery of this step already stored this page
         base = run.pages_listed * LISTING_ORDER_PAGE_STRIDE
         ids = [message_id for message_id, _ in page.ids]
         known = set(
@@ -81,18 +108,12 @@ def list_page(user_id: int, run_id: int) -> list[Step]:
                 "gmail_id", flat=True
             )
         )
-        new = {
-            message_id: EmailMessage(
-                user_id=user_id,
-                gmail_id=message_id,
-                thread_id=thread_id,
-                listing_order=base + position,
-                listed_by_run=run_id,
-            )
-            for position, (message_id, thread_id) in enumerate(page.ids)
+        new = {  # (a page may list an id twice: the first one counts)
+            message_id: (message_id, thread_id, base + position)
+            for position, (message_id, thread_id) in reversed(list(enumerate(page.ids)))
             if message_id not in known
         }
-        EmailMessage.objects.bulk_create(new.values(), ignore_conflicts=True)
+        insert_listed(user_id, run_id, list(new.values()))
         # Rows we had before (a resync) are marked as still present in Gmail.
         EmailMessage.objects.filter(user_id=user_id, gmail_id__in=known).exclude(
             listed_by_run=run_id
@@ -109,12 +130,7 @@ def list_page(user_id: int, run_id: int) -> list[Step]:
         refresh_counts(run)
         run.save()
     clear_failure_notes(user_id)
-    steps = fill_batch_slots(user_id)
-    if not run.listing_completed:
-        steps.append(Step("list_page", user_id, (run_id,)))
-    else:
-        steps.append(Step("verify_unlisted", user_id, (run_id,)))
-    return steps
+    return run
 
 
 def verify_unlisted(user_id: int, run_id: int) -> list[Step]:

@@ -174,8 +174,8 @@ def test_too_many_concurrent_requests_is_retried_without_cutting_the_budget(
     connected_mailbox, emulator, settings
 ):
     settings.MAILSYNC_RETRY_BACKOFF_SECONDS = 0.01
-    # A batch of 25 goes as requests of 13 and 12 parts (quota.request_parts)...
-    emulator.config.concurrent_requests_per_user = 10  # ...and 13 exceeds this...
+    # A batch of 50 goes as requests of 10 parts (quota.request_parts)...
+    emulator.config.concurrent_requests_per_user = 8  # ...and 10 exceeds this...
     emulator.config.latency_ms = 40  # ...when its parts are served side by side
     user, _ = connected_mailbox(count=150)
     run = run_full(user)
@@ -211,3 +211,48 @@ def test_messages_held_by_a_dead_worker_are_fetched_when_its_lease_runs_out(
     run = sync.run_until_finished(run)
     assert run.status == "completed"
     assert_exact_mirror(user, emulator.snapshot(user.email))
+
+
+def test_a_listing_task_lists_page_after_page_and_starts_the_chains_at_once(
+    connected_mailbox, emulator, django_capture_on_commit_callbacks
+):
+    """In a task, the listing goes on from page to page (one task per page waited for
+    the broker and for a worker) and hands the batch chains to the task's starter as
+    soon as the first page gives them work."""
+    from mailsync.sync.steps import starting_with
+
+    user, _ = connected_mailbox(count=1300)  # the INBOX, then three pages of 500
+    run = sync.start_initial_sync(user)
+    (list_step,) = sync.run_step(next(iter(sync.resume_steps(run))))
+    assert list_step.stage == "list_page"
+    started: list[sync.Step] = []
+
+    # (The starter runs after commit: the test's transaction never commits.)
+    with django_capture_on_commit_callbacks(execute=True), starting_with(started.extend):
+        follow = sync.run_step(list_step)
+
+    run.refresh_from_db()
+    assert run.listing_completed
+    assert run.pages_listed == run.inbox_pages + 3
+    assert [step.stage for step in follow] == ["verify_unlisted"]
+    assert [step.stage for step in started] == ["fetch_batch"] * 4
+    assert EmailMessage.objects.filter(user=user).count() == 1300
+    sync.run_inline([*started, *follow])
+    run.refresh_from_db()
+    assert run.status == "completed", run.error_message
+    assert_exact_mirror(user, emulator.snapshot(user.email))
+    assert set(emulator.stats()["fetches"].values()) == {1}
+
+
+def test_inline_a_listing_returns_as_soon_as_chains_can_start(connected_mailbox):
+    """With no task to start them from, the chains are returned with the next page:
+    they run between the pages, not after the whole listing."""
+    user, _ = connected_mailbox(count=1300)
+    run = sync.start_initial_sync(user)
+    (list_step,) = sync.run_step(next(iter(sync.resume_steps(run))))
+
+    follow = sync.run_step(list_step)
+
+    run.refresh_from_db()
+    assert run.pages_listed == 1
+    assert sorted(step.stage for step in follow) == ["fetch_batch"] * 4 + ["list_page"]

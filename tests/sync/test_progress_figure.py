@@ -27,6 +27,7 @@ def run_sampling(user, run) -> list[dict]:
 def test_the_first_sync_figure_never_goes_back_and_has_one_total(connected_mailbox, settings):
     settings.MAILSYNC_BATCH_SIZE = 50  # several batches between listing pages
     settings.MAILSYNC_FETCH_TASK_SECONDS = 0  # one batch per step: the figure after each
+    settings.MAILSYNC_LIST_TASK_SECONDS = 0  # and one listing page per step
     user, _ = connected_mailbox(count=1200)  # three listing pages of 500
 
     samples = run_sampling(user, sync.start_initial_sync(user))

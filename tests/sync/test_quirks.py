@@ -251,7 +251,10 @@ class TestLivePageTokens:
     def emulator_config(self):
         return EmulatorConfig(**QUICK, list_offset_page_tokens=True)
 
-    def test_a_message_the_listing_skips_is_not_deleted(self, connected_mailbox, emulator):
+    def test_a_message_the_listing_skips_is_not_deleted(
+        self, connected_mailbox, emulator, settings
+    ):
+        settings.MAILSYNC_LIST_TASK_SECONDS = 0  # one page per step: mail changes between
         user = mirror(connected_mailbox, 700)  # the whole mailbox lists in two pages
         client = gmail.GmailClient(user.pk)
         first = client.list_message_ids()

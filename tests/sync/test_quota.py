@@ -133,3 +133,14 @@ def test_a_reservation_larger_than_any_request_is_a_programming_error():
 def test_the_store_follows_the_settings():
     quota.store.cache_clear()
     assert isinstance(quota.store(), RedisStore if settings.REDIS_URL else DatabaseStore)
+
+
+@pytest.mark.parametrize("limit", [25, 24, 10, 3])
+@pytest.mark.parametrize("batch", [50, 25, 100])
+def test_two_batches_requests_fit_in_the_permits_at_once(settings, limit, batch):
+    """A batch holds permits for its largest request: two workers' batches must fit
+    side by side (with 25 permits, requests of 13 did not: one batch at a time)."""
+    settings.MAILSYNC_CONCURRENT_REQUESTS_PER_USER = limit
+    size = quota.request_parts(batch)
+    assert 2 * size <= limit
+    assert -(-batch // size) * size - batch < -(-batch // size)  # requests of even size
