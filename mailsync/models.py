@@ -117,10 +117,13 @@ class EmailMessage(models.Model):
         ]
         indexes = [
             # "Messages still to fetch of a user in listing order": the batch claim query.
+            # In its whole order (the id breaks ties): a scan stops after the rows it
+            # takes, whatever the planner's statistics say (with stale ones it sorted
+            # every row still to fetch: 28 ms a claim at 40,000, issue 13).
             models.Index(
-                fields=["user", "listing_order"],
+                fields=["user", "listing_order", "id"],
                 condition=Q(internal_date__isnull=True, unavailable_since__isnull=True),
-                name="message_to_fetch_idx",
+                name="message_to_fetch_order_idx",
             ),
             models.Index(
                 fields=["user"],
