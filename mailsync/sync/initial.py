@@ -108,9 +108,9 @@ def _list_one_page(user_id: int, run_id: int, client: gmail.GmailClient) -> Sync
                 "gmail_id", flat=True
             )
         )
-        new = {  # (a page may list an id twice: the first one counts)
+        new = {
             message_id: (message_id, thread_id, base + position)
-            for position, (message_id, thread_id) in reversed(list(enumerate(page.ids)))
+            for position, (message_id, thread_id) in enumerate(page.ids)
             if message_id not in known
         }
         insert_listed(user_id, run_id, list(new.values()))
