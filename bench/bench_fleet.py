@@ -22,13 +22,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import random
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,9 +34,9 @@ from pathlib import Path
 
 from bench_sync import (
     PROJECT_QUOTA_PER_MINUTE,
-    ROOT,
     commit,
     fresh_database,
+    launch_emulator,
     mirror_difference,
     run_main,
     start,
@@ -82,12 +80,7 @@ def start_emulator(args: argparse.Namespace, log: Path, push_url: str) -> tuple:
     cmd += ["--quota-project-per-minute", str(PROJECT_QUOTA_PER_MINUTE)]
     if push_url:
         cmd += ["--push-url", push_url]
-    process = start(cmd, dict(os.environ, PYTHONPATH=str(ROOT)), log, stdout=subprocess.PIPE)
-    line = process.stdout.readline() if process.stdout else ""
-    if not line:
-        stop(process)
-        raise RuntimeError(f"the emulator did not start:\n{tail(log)}")
-    return process, json.loads(line)
+    return launch_emulator(cmd, log)
 
 
 def app_env(

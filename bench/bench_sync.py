@@ -117,6 +117,12 @@ def start_emulator(args: argparse.Namespace, log: Path) -> tuple[subprocess.Pope
     cmd += ["--quota-project-per-minute", str(PROJECT_QUOTA_PER_MINUTE)]
     if args.unstable:
         cmd += ["--unstable"]
+    return launch_emulator(cmd, log)
+
+
+def launch_emulator(cmd: list[str], log: Path) -> tuple[subprocess.Popen[str], dict]:
+    """Start the emulator command and read its first stdout line (URL, client id and
+    secret, tokens)."""
     process = start(cmd, dict(os.environ, PYTHONPATH=str(ROOT)), log, stdout=subprocess.PIPE)
     line = process.stdout.readline() if process.stdout else ""
     if not line:
