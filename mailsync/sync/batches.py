@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import Min, Q
@@ -72,21 +73,35 @@ def fetch_batch(user_id: int, slot: int) -> list[Step]:
     # attempt that died before storing (a database blip, a killed worker): free them
     # now rather than when their lease runs out.
     release_claims(user_id, [slot])
-    client: list[gmail.GmailClient] = []  # made at the first fetch, kept for the task
+    task = _ChainTask(user_id)
     while True:
-        stored, steps = _one_batch(user_id, slot, client)
+        stored, steps = _one_batch(user_id, slot, task)
         if not stored or time.monotonic() >= deadline:
             return steps
 
 
-def _one_batch(user_id: int, slot: int, client: list[gmail.GmailClient]) -> tuple[bool, list[Step]]:
+@dataclass
+class _ChainTask:
+    """What one task of a batch chain keeps from batch to batch: its Gmail client, made
+    at the first fetch (a task that finds nothing to claim makes none)."""
+
+    user_id: int
+    client: gmail.GmailClient | None = None
+
+    def gmail_client(self) -> gmail.GmailClient:
+        if self.client is None:
+            self.client = gmail.GmailClient(self.user_id)
+        return self.client
+
+
+def _one_batch(user_id: int, slot: int, task: _ChainTask) -> tuple[bool, list[Step]]:
     """Claim, fetch and store one batch: (whether one was stored, the steps that
     follow if the chain's task ends here)."""
     parts = settings.MAILSYNC_BATCH_SIZE
     work = claim_work(user_id, parts, slot)
     if not work:
         return False, _nothing_to_claim(user_id, slot)
-    if not client:
+    if task.client is None:
         # Once per task: the lease outlives any task (pending.lease_seconds).
         _renew_slot(user_id, slot)
     pks = work.pks()
@@ -94,9 +109,7 @@ def _one_batch(user_id: int, slot: int, client: list[gmail.GmailClient]) -> tupl
     # so that a failure tells "this message" from "Gmail as a whole" apart.
     probe = _probe_id(user_id) if work.retries_only else None
     try:
-        if not client:
-            client.append(gmail.GmailClient(user_id))
-        fetched = _fetch(client[0], work, probe)
+        fetched = _fetch(task.gmail_client(), work, probe)
     except gmail.GmailError as exc:
         EmailMessage.objects.filter(pk__in=pks.values()).update(claimed_until=None)
         if isinstance(exc, gmail.TransientError):
