@@ -405,7 +405,7 @@ SOCIALACCOUNT_PROVIDERS = {"google": _google_provider}
 # the user's permits (quota.request_parts): 50 spreads a batch's fixed cost (a claim, a
 # transaction, the quota and permit round trips) over twice the messages of 25, which
 # made a CPU-bound sync 1.7x faster on SQLite (bench/README.md, issue 13).
-MAILSYNC_BATCH_SIZE = _int_setting("MAILSYNC_BATCH_SIZE", 50, minimum=1)
+MAILSYNC_BATCH_SIZE = _int_setting("MAILSYNC_BATCH_SIZE", 100, minimum=1)
 if MAILSYNC_BATCH_SIZE > 100:
     raise ImproperlyConfigured(
         f"MAILSYNC_BATCH_SIZE={MAILSYNC_BATCH_SIZE} must be at most 100 (Gmail's batch limit)"

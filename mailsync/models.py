@@ -289,7 +289,8 @@ class MailboxCounts(models.Model):
     in the same transaction, so that no page, batch or run ever counts rows.
 
     Writers lock this row first (see mailsync/counters.py): that also serializes
-    the inserts and deletes of one mailbox, which makes the deltas exact.
+    the inserts and deletes of one mailbox, which makes the deltas exact. Stored
+    batches share the lock and keep their deltas in MailboxCountsShare.
     """
 
     user = models.OneToOneField(
@@ -312,6 +313,30 @@ class MailboxCounts(models.Model):
     @property
     def to_fetch(self) -> int:
         return max(0, self.messages - self.fetched - self.unavailable)
+
+
+class MailboxCountsShare(models.Model):
+    """A batch chain's share of its mailbox's totals: the deltas of the batches its
+    slot stored since a writer that locks the mailbox last folded them into
+    MailboxCounts (see mailsync/counters.py). Batches of one mailbox then store side
+    by side instead of one after the other."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    slot = models.PositiveSmallIntegerField()
+    # Deltas: negative when the chain's batches deleted more than they added.
+    messages = models.IntegerField(default=0)
+    fetched = models.IntegerField(default=0)
+    unavailable = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "slot"], name="counts_share_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"counts of slot {self.slot} of {self.user_id}"
 
 
 class QuotaBucket(models.Model):

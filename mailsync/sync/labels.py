@@ -215,7 +215,9 @@ def label_pks_for(user_id: int, gmail_ids: set[str]) -> dict[str, int]:
         Label.objects.filter(user_id=user_id, gmail_id__in=gmail_ids).values_list("gmail_id", "pk")
     )
     missing = gmail_ids - known.keys()
-    if missing:
+    if not missing:
+        return known
+    with transaction.atomic():
         Label.objects.bulk_create(
             [
                 Label(

@@ -11,11 +11,11 @@ is never fetched again (unless the mirror leaves out spam and trash).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, F, Min, Q, Value, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -26,7 +26,7 @@ from ..parsing import ParsedMessage, parse_message
 from .claims import Claimed
 from .labels import label_pks_for, set_labels
 from .runs import SyncType, clear_failure_notes
-from .writes import prepare_fetched, write_fetched
+from .writes import insert_listed, prepare_fetched, write_fetched
 
 Status = SyncProgress.Status
 # Labels a mirror without spam and trash leaves out (MAILSYNC_INCLUDE_SPAM_TRASH=false).
@@ -52,13 +52,16 @@ def store_messages(
     result: gmail.BatchResult,
     threads: gmail.BatchResult | None = None,
     members: dict[str, list[Claimed]] | None = None,
+    slot: int | None = None,
 ) -> StoreOutcome:
     """Write a fetched batch in one transaction: the messages, the label links
     (only where they changed), gone messages deleted, failures charged to the
     messages that failed alone, the mailbox totals and the runs' progress.
 
     `pks` maps every claimed message (Gmail id) to its row; `threads` is the answer to
-    the threads fetched whole, `members` their claimed messages (see claims.Work)."""
+    the threads fetched whole, `members` their claimed messages (see claims.Work).
+    The batch of a chain (`slot`) stores beside the other chains' batches, its totals
+    in the chain's share (counters.share); without a slot it locks the mailbox."""
     claimed = dict(pks)
     # Which failures tell "this message" from "Gmail": see _charge_failures.
     singles_served = bool(result.found or result.gone or result.probe_ok)
@@ -79,19 +82,27 @@ def store_messages(
     outcome = StoreOutcome(errors={m: e for m, e in errors.items() if m in pks})
     if outcome.errors and not any_served:
         outcome.outage = _most_telling(outcome.errors.values())
+    label_ids = {lid for p in parsed.values() for lid in p.label_ids}
+    # Labels we do not know yet are made first, in a transaction of their own that
+    # locks the mailbox (counters.count_labels), which a batch storing must not wait for.
+    label_pks_for(user_id, label_ids)
     with transaction.atomic():
-        counters.lock(user_id)
+        if slot is None:
+            counters.lock(user_id)
+        else:
+            counters.share(user_id)
         pks = {**pks, **_rows_for_new_members(user_id, pks, parsed, members or {}, outcome)}
         parsed_rows = [p for p in parsed.values() if p.gmail_id in pks]
-        label_pks = label_pks_for(user_id, {lid for p in parsed_rows for lid in p.label_ids})
-        newly_fetched = dict(
-            EmailMessage.objects.filter(
-                pk__in=[pks[p.gmail_id] for p in parsed_rows], internal_date__isnull=True
-            ).values_list("pk", "unavailable_since")
-        )
+        label_pks = label_pks_for(user_id, label_ids)
+        states = _lock_rows(pks.values())
+        newly_fetched = {
+            pk: states[pk][1]
+            for pk in (pks[p.gmail_id] for p in parsed_rows)
+            if pk in states and not states[pk][0]
+        }
         served_again = sum(1 for since in newly_fetched.values() if since is not None)
         # One prepared UPDATE run for every row, search vector included (writes.py).
-        write_fetched([(pks[p.gmail_id], prepared[p.gmail_id]) for p in parsed_rows])
+        write_fetched(sorted((pks[p.gmail_id], prepared[p.gmail_id]) for p in parsed_rows))
         relabelled = set_labels({pks[p.gmail_id]: p.label_ids for p in parsed_rows}, label_pks)
         gone = [pks[g] for g in result.gone if g in pks]
         lost = counters.states_of(user_id, Q(pk__in=gone))
@@ -112,12 +123,15 @@ def store_messages(
             pk__in=[pk for gmail_id, pk in claimed.items() if gmail_id not in answered],
             internal_date__isnull=True,
         ).update(claimed_until=None, claim_slot=None)
-        counters.add(
-            user_id,
-            messages=outcome.created - lost.messages,
-            fetched=len(newly_fetched) - lost.fetched,
-            unavailable=outcome.unavailable - lost.unavailable - served_again,
-        )
+        deltas = {
+            "messages": outcome.created - lost.messages,
+            "fetched": len(newly_fetched) - lost.fetched,
+            "unavailable": outcome.unavailable - lost.unavailable - served_again,
+        }
+        if slot is None:
+            counters.add(user_id, **deltas)
+        else:
+            counters.add_to_share(user_id, slot, **deltas)
         outcome.fetched, outcome.gone = len(newly_fetched), lost.messages
         if parsed_rows or gone:
             _record_batch_progress(user_id, downloaded=len(parsed_rows))
@@ -127,6 +141,19 @@ def store_messages(
     metrics.messages_fetched(outcome.fetched)
     metrics.messages_unavailable(outcome.unavailable)
     return outcome
+
+
+def _lock_rows(pks: Iterable[int]) -> dict[int, tuple[bool, dt.datetime | None]]:
+    """Lock the batch's rows (in pk order: two batches never wait for each other in
+    a circle) and say of each whether it is fetched, and since when it is unavailable.
+    What a batch counts is exact for the rows it holds; no mailbox-wide lock needed."""
+    rows = EmailMessage.objects.filter(pk__in=list(pks)).order_by("pk")
+    if connection.features.has_select_for_update:
+        rows = rows.select_for_update()
+    return {
+        pk: (date is not None, since)
+        for pk, date, since in rows.values_list("pk", "internal_date", "unavailable_since")
+    }
 
 
 def _fold_threads(
@@ -185,21 +212,16 @@ def _rows_for_new_members(
         .annotate(first=Min("listing_order"))
     )
     new = [
-        EmailMessage(
-            user_id=user_id,
-            gmail_id=p.gmail_id,
-            thread_id=p.thread_id,
-            listing_order=orders.get(p.thread_id, 0),
-        )
+        (p.gmail_id, p.thread_id, orders.get(p.thread_id, 0))
         for p in extra
         if p.gmail_id not in rows
         and (settings.MAILSYNC_INCLUDE_SPAM_TRASH or not SPAM_AND_TRASH & set(p.label_ids))
     ]
-    EmailMessage.objects.bulk_create(new, ignore_conflicts=True)
-    outcome.created = len(new)
+    # Counted as inserted: a batch storing beside this one may have made the row first.
+    outcome.created = insert_listed(user_id, None, new)
     rows.update(
         EmailMessage.objects.filter(
-            user_id=user_id, gmail_id__in=[m.gmail_id for m in new]
+            user_id=user_id, gmail_id__in=[gmail_id for gmail_id, _, _ in new]
         ).values_list("gmail_id", "pk")
     )
     return rows
@@ -308,6 +330,9 @@ def _record_batch_progress(user_id: int, downloaded: int) -> None:
     not counted (as completion.refresh_counts sets it, here in one UPDATE)."""
     now = timezone.now()
     runs = SyncProgress.objects.filter(user_id=user_id, status=Status.IN_PROGRESS)
+    # Locked before the totals are read: a batch stored beside this one has then
+    # committed, and its messages count in the totals read (the progress is exact).
+    list(runs.select_for_update().order_by("pk").values_list("pk", flat=True))
     moved = {"batches_completed": F("batches_completed") + 1, "updated_at": now}
     runs.exclude(sync_type=SyncType.INITIAL).update(
         num_fetched=Case(

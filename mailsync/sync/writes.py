@@ -153,11 +153,11 @@ def _constant_values(names: tuple[str, ...], given: dict[str, Any]) -> list:
     return values
 
 
-def insert_listed(user_id: int, run_id: int, rows: list[tuple[str, str, int]]) -> None:
-    """Insert listed messages, unfetched: (gmail id, thread id, listing order) each;
-    a row that exists already is left as it is."""
+def insert_listed(user_id: int, run_id: int | None, rows: list[tuple[str, str, int]]) -> int:
+    """Insert messages, unfetched: (gmail id, thread id, listing order) each; a row
+    that exists already is left as it is. Returns how many rows were inserted."""
     if not rows:
-        return
+        return 0
     sql, constant = _insert_statement(connection.vendor)
     fixed = _constant_values(constant, {"user": user_id, "listed_by_run": run_id})
     with connection.cursor() as cursor:
@@ -165,3 +165,4 @@ def insert_listed(user_id: int, run_id: int, rows: list[tuple[str, str, int]]) -
             cursor.execute(sql, [*fixed, *(list(column) for column in zip(*rows, strict=True))])
         else:
             cursor.executemany(sql, [[*row, *fixed] for row in rows])
+        return cursor.rowcount
