@@ -118,3 +118,39 @@ def test_the_first_batch_of_an_empty_mailbox_is_one_request(connected_mailbox, e
     run.refresh_from_db()
     assert run.status == "completed", run.error_message
     assert_exact_mirror(user, emulator.snapshot(user.email))
+
+
+AWKWARD = [
+    ('Braces {a,b} and "quotes"', 'back\\slash, comma, "NULL", {"json": [1, 2]}'),
+    ("NULL", "NULL"),
+    ("Ünïcödé ✓ 中文 😀", "line one\r\nline two\ttab ' single ' quote"),
+    ("", "a body with \\x00 spelled out and a lone \\ at the end \\"),
+]
+
+
+@pytest.mark.django_db
+def test_a_batch_stores_awkward_text_as_it_came(connected_mailbox, emulator):
+    """Every column of a batch goes to the database in one statement (arrays on
+    PostgreSQL): quotes, braces, backslashes and "NULL" come back as they were."""
+    from email.message import EmailMessage as Mime
+
+    from mailsync.models import EmailMessage
+
+    user, _ = connected_mailbox(count=5)
+    ids = {}
+    for subject, body in AWKWARD:
+        mime = Mime()
+        mime["From"] = "Odd <odd@example.com>"
+        mime["To"] = "me@example.com"
+        mime["Subject"] = subject
+        mime.set_content(body)
+        ids[emulator.insert_message(user.email, raw=mime.as_bytes())] = (subject, body)
+
+    run = sync.run_until_finished(sync.start_initial_sync(user))
+
+    assert run.status == "completed", run.error_message
+    for gmail_id, (subject, body) in ids.items():
+        message = EmailMessage.objects.get(user=user, gmail_id=gmail_id)
+        assert message.subject == subject
+        assert message.body_text.rstrip("\n") == body.replace("\r\n", "\n")
+    assert_exact_mirror(user, emulator.snapshot(user.email))
