@@ -59,13 +59,21 @@ def share(user_id: int) -> None:
     that `lock` it wait, batches storing with `add_to_share` do not."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("counters.share() must run inside transaction.atomic()")
-    MailboxCounts.objects.bulk_create([MailboxCounts(user_id=user_id)], ignore_conflicts=True)
-    if connection.vendor == "postgresql":  # elsewhere a transaction that writes is alone
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT 1 FROM {MailboxCounts._meta.db_table} WHERE user_id = %s FOR SHARE",  # noqa: S608
-                [user_id],
-            )
+    if connection.vendor != "postgresql":  # elsewhere a transaction that writes is alone
+        MailboxCounts.objects.bulk_create([MailboxCounts(user_id=user_id)], ignore_conflicts=True)
+        return
+    if not _lock_shared(user_id):  # the row exists once the mailbox has been written to
+        MailboxCounts.objects.bulk_create([MailboxCounts(user_id=user_id)], ignore_conflicts=True)
+        _lock_shared(user_id)
+
+
+def _lock_shared(user_id: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {MailboxCounts._meta.db_table} WHERE user_id = %s FOR SHARE",  # noqa: S608
+            [user_id],
+        )
+        return cursor.fetchone() is not None
 
 
 def add_to_share(

@@ -173,7 +173,13 @@ def _take(
     if not rows:
         return []
     pks = [row.pk for row in rows]
-    taken = claimable_messages(now, user_id=user_id).filter(pk__in=pks)
+    if connection.features.has_select_for_update_skip_locked:
+        # The rows are locked (claim_work's SELECT ... FOR UPDATE SKIP LOCKED): by pk.
+        # With the claimable conditions too, a planner without fresh statistics scanned
+        # every row still to fetch (its partial index matches them) to find these.
+        taken = EmailMessage.objects.filter(pk__in=pks)
+    else:
+        taken = claimable_messages(now, user_id=user_id).filter(pk__in=pks)
     if taken.update(claimed_until=lease, claim_slot=slot) == len(rows):
         return rows
     won = set(
@@ -190,11 +196,27 @@ def _lock_whole_threads(
     claimer holds, so two claimers never take one thread, nor wait for each other)."""
     if not sizes:
         return {}
-    members = claimable_messages(now, user_id=user_id, thread_id__in=sizes)
     if connection.features.has_select_for_update_skip_locked:
-        members = members.select_for_update(skip_locked=True)
+        # Which members are claimable is read, not filtered on: with those conditions
+        # the planner took the partial index of every message still to fetch, for each
+        # thread. The thread's fetched members are locked too, until this claim commits.
+        members = [
+            row[:4]
+            for row in _per_thread(
+                "SELECT m.id, m.gmail_id, m.fetch_failures, m.thread_id, "
+                "m.internal_date IS NULL AND m.unavailable_since IS NULL "
+                "AND (m.claimed_until IS NULL OR m.claimed_until < %(now)s) FROM {table} AS m "
+                "WHERE m.user_id = %(user)s AND m.thread_id = t.thread_id FOR UPDATE SKIP LOCKED",
+                {"user": user_id, "threads": list(sizes), "now": now},
+            )
+            if row[4]
+        ]
+    else:
+        members = claimable_messages(now, user_id=user_id, thread_id__in=sizes).values_list(
+            "pk", "gmail_id", "fetch_failures", "thread_id"
+        )
     threads: dict[str, list[Claimed]] = {}
-    for row in members.values_list("pk", "gmail_id", "fetch_failures", "thread_id"):
+    for row in members:
         threads.setdefault(row[3], []).append(Claimed(*row))
     return {tid: rows for tid, rows in threads.items() if len(rows) == sizes[tid]}
 
@@ -205,18 +227,45 @@ def _threads_worth_fetching_whole(
     """Of these threads, those worth fetching whole, with their messages to fetch."""
     if not thread_ids:
         return {}
-    unfetched = Q(internal_date__isnull=True)
-    stats = (
-        EmailMessage.objects.filter(user_id=user_id, thread_id__in=thread_ids)
-        .values("thread_id")
-        .annotate(
-            to_fetch=Count("pk", filter=unfetched & Q(unavailable_since__isnull=True)),
-            fetched=Count("pk", filter=~unfetched),
-            held=Count("pk", filter=unfetched & Q(claimed_until__gte=now)),
+    if connection.vendor == "postgresql":
+        stats = _per_thread(
+            "SELECT t.thread_id, "
+            "COUNT(*) FILTER (WHERE m.internal_date IS NULL AND m.unavailable_since IS NULL), "
+            "COUNT(*) FILTER (WHERE m.internal_date IS NOT NULL), "
+            "COUNT(*) FILTER (WHERE m.internal_date IS NULL AND m.claimed_until >= %(now)s) "
+            "FROM {table} AS m WHERE m.user_id = %(user)s AND m.thread_id = t.thread_id",
+            {"user": user_id, "threads": list(thread_ids), "now": now},
         )
-    )
+    else:
+        unfetched = Q(internal_date__isnull=True)
+        stats = (
+            EmailMessage.objects.filter(user_id=user_id, thread_id__in=thread_ids)
+            .values("thread_id")
+            .annotate(
+                to_fetch=Count("pk", filter=unfetched & Q(unavailable_since__isnull=True)),
+                fetched=Count("pk", filter=~unfetched),
+                held=Count("pk", filter=unfetched & Q(claimed_until__gte=now)),
+            )
+            .values_list("thread_id", "to_fetch", "fetched", "held")
+        )
     return {
-        row["thread_id"]: row["to_fetch"]
-        for row in stats
-        if row["to_fetch"] >= 2 and not row["fetched"] and not row["held"]
+        thread_id: to_fetch
+        for thread_id, to_fetch, fetched, held in stats
+        if to_fetch >= 2 and not fetched and not held
     }
+
+
+def _per_thread(subquery: str, params: dict) -> list[tuple]:
+    """PostgreSQL: run `subquery` once for each of `params["threads"]` (LATERAL, as
+    `t.thread_id`), each on the (user, thread) index. As one query over `thread_id IN
+    (...)`, a planner without fresh statistics took the user's every row and filtered
+    them: 4.4 ms a claim at 13,000 rows, growing with the mailbox, against 0.3 ms
+    (issue 13)."""
+    table = connection.ops.quote_name(EmailMessage._meta.db_table)
+    sql = (
+        "SELECT lateral_rows.* FROM unnest(%(threads)s::varchar[]) AS t(thread_id) "  # noqa: S608
+        f"CROSS JOIN LATERAL ({subquery.format(table=table)}) AS lateral_rows"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
