@@ -231,8 +231,10 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # Behind PgBouncer in transaction mode a server connection belongs to a client for
     # one transaction only: no server-side cursors (iterator() would keep one open
-    # across transactions). Django's psycopg backend binds parameters client-side and
-    # prepares no statements, which the pooler needs too (tests/test_settings.py).
+    # across transactions). Django's psycopg backend prepares no statements, which the
+    # pooler needs too (tests/test_settings.py); the batch writes that bind their
+    # parameters server-side (mailsync/sync/writes.py) use unnamed statements, which
+    # the pooler passes through.
     DATABASE_POOLER_TRANSACTION_MODE = _bool_setting("DATABASE_POOLER_TRANSACTION_MODE", False)
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_POOLER_TRANSACTION_MODE
 

@@ -15,6 +15,7 @@ from .. import counters, gmail
 from ..models import Label, MessageLabel, SyncProgress
 from .runs import report_end
 from .steps import Step
+from .writes import execute_binary
 
 User = get_user_model()
 Status = SyncProgress.Status
@@ -272,6 +273,14 @@ def _insert_links(links: list[tuple[int, int]]) -> None:
     table = quote(MessageLabel._meta.db_table)
     now = MessageLabel._meta.get_field("linked_at").get_db_prep_save(timezone.now(), connection)
     columns = ", ".join(quote(c) for c in ("message_id", "label_id", "linked_at"))
+    if connection.vendor == "postgresql":  # two arrays, sent in binary (writes.py)
+        messages, labels = (list(column) for column in zip(*links, strict=True))
+        execute_binary(
+            f"INSERT INTO {table} ({columns}) SELECT link.*, %b FROM "  # noqa: S608
+            "unnest(%b::bigint[], %b::bigint[]) AS link ON CONFLICT DO NOTHING",
+            [now, messages, labels],
+        )
+        return
     values = ", ".join(["(%s, %s, %s)"] * len(links))
     with connection.cursor() as cursor:
         cursor.execute(

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
+import psycopg
 from django.db import connection, models
 from django.utils import timezone
 
@@ -104,11 +105,22 @@ def write_fetched(rows: list[tuple[int, list]]) -> None:
     claim is released."""
     if not rows:
         return
+    if connection.vendor == "postgresql":
+        execute_binary(_batch_statement(), _batch_parameters(rows))
+        return
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(_batch_statement(), _batch_parameters(rows))
-        else:
-            cursor.executemany(_row_statement(), [[*params, pk] for pk, params in rows])
+        cursor.executemany(_row_statement(), [[*params, pk] for pk, params in rows])
+
+
+def execute_binary(sql: str, params: list) -> int:
+    """PostgreSQL: run `sql` with its `%b` parameters sent in binary form (server-side
+    binding); returns the rows it touched. Django's cursor quotes every parameter into
+    the SQL text: for a batch's arrays of bodies 11 ms of the worker's CPU in Python
+    (psycopg's text array dumper), against 1.3 ms to send them in binary."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
 
 
 @cache
@@ -120,10 +132,10 @@ def _batch_statement() -> str:
     fields = [EmailMessage._meta.get_field(name) for name in FETCHED_FIELDS]
     constant = [EmailMessage._meta.get_field(name) for name in (*RELEASED, "updated_at")]
     assignments = [f"{quote(f.column)} = u.f{i}" for i, f in enumerate(fields)]
-    assignments += [f"{quote(f.column)} = %s" for f in constant]
+    assignments += [f"{quote(f.column)} = %b" for f in constant]
     assignments.append(f"{quote('search_vector')} = {vector_expression('u.a, u.b, u.c, u.d')}")
-    arrays = ["%s::bigint[]", *(f"%s::{f.db_type(connection)}[]" for f in fields)]
-    arrays += ["%s::text[]"] * 4
+    arrays = ["%b::bigint[]", *(f"%b::{f.db_type(connection)}[]" for f in fields)]
+    arrays += ["%b::text[]"] * 4
     names = ["id", *(f"f{i}" for i in range(len(fields))), "a", "b", "c", "d"]
     table = quote(EmailMessage._meta.db_table)
     return (
@@ -160,10 +172,10 @@ def _insert_statement(vendor: str) -> tuple[str, tuple[str, ...]]:
     table = quote(EmailMessage._meta.db_table)
     if vendor == "postgresql":
         arrays = ", ".join(
-            f"%s::{EmailMessage._meta.get_field(name).db_type(connection)}[]"
+            f"%b::{EmailMessage._meta.get_field(name).db_type(connection)}[]"
             for name in LISTED_FIELDS
         )
-        values = ", ".join(["listed.*", *["%s"] * len(constant)])
+        values = ", ".join(["listed.*", *["%b"] * len(constant)])
         sql = (
             f"INSERT INTO {table} ({columns}) SELECT {values} "  # noqa: S608
             f"FROM unnest({arrays}) AS listed ON CONFLICT DO NOTHING"
@@ -196,9 +208,8 @@ def insert_listed(user_id: int, run_id: int | None, rows: list[tuple[str, str, i
         return 0
     sql, constant = _insert_statement(connection.vendor)
     fixed = _constant_values(constant, {"user": user_id, "listed_by_run": run_id})
+    if connection.vendor == "postgresql":
+        return execute_binary(sql, [*fixed, *(list(column) for column in zip(*rows, strict=True))])
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(sql, [*fixed, *(list(column) for column in zip(*rows, strict=True))])
-        else:
-            cursor.executemany(sql, [[*row, *fixed] for row in rows])
+        cursor.executemany(sql, [[*row, *fixed] for row in rows])
         return cursor.rowcount
