@@ -25,7 +25,7 @@ from ..models import EmailMessage, SyncProgress
 from ..parsing import ParsedMessage, parse_message
 from .claims import Claimed
 from .labels import label_pks_for, set_labels
-from .runs import SyncType, clear_failure_notes
+from .runs import RETRY_NOTE, SyncType, clear_failure_notes, user_runs
 from .writes import insert_listed, prepare_fetched, write_fetched
 
 Status = SyncProgress.Status
@@ -134,10 +134,11 @@ def store_messages(
             counters.add_to_share(user_id, slot, **deltas)
         outcome.fetched, outcome.gone = len(newly_fetched), lost.messages
         if parsed_rows or gone:
-            _record_batch_progress(user_id, downloaded=len(parsed_rows))
+            noted = _record_batch_progress(user_id, downloaded=len(parsed_rows))
             # In the same transaction: on SQLite every write statement outside one
             # waits for the database's write lock on its own.
-            clear_failure_notes(user_id)
+            if noted:
+                clear_failure_notes(user_id)
     metrics.messages_fetched(outcome.fetched)
     metrics.messages_unavailable(outcome.unavailable)
     return outcome
@@ -323,34 +324,50 @@ def _most_telling(errors) -> gmail.GmailError:
     return transient[0] if transient else errors[0]
 
 
-def _record_batch_progress(user_id: int, downloaded: int) -> None:
+def _record_batch_progress(user_id: int, downloaded: int) -> bool:
     """Every batch moves the user's runs on (the watchdog reads `updated_at`), in the
     transaction that stores it: the messages it downloaded count in the runs'
     `num_fetched` (their rate); the initial run's progress is the mailbox totals, read,
-    not counted (as completion.refresh_counts sets it, here in one UPDATE)."""
+    not counted (as completion.refresh_counts sets it, here in one UPDATE). Returns
+    whether a run carries a note of failures (runs.clear_failure_notes) to clear."""
     now = timezone.now()
-    runs = SyncProgress.objects.filter(user_id=user_id, status=Status.IN_PROGRESS)
     # Locked before the totals are read: a batch stored beside this one has then
     # committed, and its messages count in the totals read (the progress is exact).
-    list(runs.select_for_update().order_by("pk").values_list("pk", flat=True))
-    moved = {"batches_completed": F("batches_completed") + 1, "updated_at": now}
-    runs.exclude(sync_type=SyncType.INITIAL).update(
-        num_fetched=Case(
-            When(sync_type=SyncType.LABELS, then=F("num_fetched")),
-            default=F("num_fetched") + downloaded,
-        ),
-        **moved,
+    active = list(
+        user_runs(user_id)
+        .select_for_update()
+        .order_by("pk")
+        .values_list("pk", "status", "sync_type", "failures_in_a_row", "error_message")
     )
-    totals = counters.read(user_id)
-    runs.filter(sync_type=SyncType.INITIAL).update(
-        num_fetched=F("num_fetched") + downloaded,
-        # Until the listing ends the profile's total (set when the run began) is the
-        # better one: the progress bar must not jump backwards as pages arrive.
-        num_total=Case(
-            When(listing_completed=True, then=Value(totals.messages)),
-            default=Greatest(F("num_total"), Value(totals.messages)),
-            output_field=SyncProgress._meta.get_field("num_total"),
-        ),
-        num_processed=totals.fetched + totals.unavailable,
-        **moved,
+    moving = [
+        (pk, sync_type) for pk, status, sync_type, _, _ in active if status == Status.IN_PROGRESS
+    ]
+    moved = {"batches_completed": F("batches_completed") + 1, "updated_at": now}
+    others = [pk for pk, sync_type in moving if sync_type != SyncType.INITIAL]
+    if others:
+        SyncProgress.objects.filter(pk__in=others).update(
+            num_fetched=Case(
+                When(sync_type=SyncType.LABELS, then=F("num_fetched")),
+                default=F("num_fetched") + downloaded,
+            ),
+            **moved,
+        )
+    initial = [pk for pk, sync_type in moving if sync_type == SyncType.INITIAL]
+    if initial:
+        totals = counters.read(user_id)
+        SyncProgress.objects.filter(pk__in=initial).update(
+            num_fetched=F("num_fetched") + downloaded,
+            # Until the listing ends the profile's total (set when the run began) is the
+            # better one: the progress bar must not jump backwards as pages arrive.
+            num_total=Case(
+                When(listing_completed=True, then=Value(totals.messages)),
+                default=Greatest(F("num_total"), Value(totals.messages)),
+                output_field=SyncProgress._meta.get_field("num_total"),
+            ),
+            num_processed=totals.fetched + totals.unavailable,
+            **moved,
+        )
+    return any(
+        failures or message.startswith((RETRY_NOTE, "Paused"))
+        for _, _, _, failures, message in active
     )

@@ -61,6 +61,8 @@ def _converter(name: str) -> Callable[[Any], Any] | None:
     field = EmailMessage._meta.get_field(name)
     if type(field) in _PLAIN:
         return None
+    if connection.vendor == "postgresql" and isinstance(field, models.DateTimeField):
+        return None  # aware (parsing.py makes them UTC): psycopg takes them as they are
     return lambda value: field.get_db_prep_save(value, connection)
 
 
