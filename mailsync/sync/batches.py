@@ -90,13 +90,17 @@ class _ChainTask:
     batches: int = 0
 
     def batch_size(self) -> int:
-        """Full batches spread a store's fixed cost (its claim, its transaction, ~15
+        """Full batches spread a store's fixed cost (its claim, its transaction, ~20
         statements) over MAILSYNC_BATCH_SIZE messages (issue 13). But while nothing of
-        the mailbox is fetched yet, a task's first batch is one request's worth of parts
-        (quota.request_parts): the first messages of a sync reach the mirror after one
-        round trip to Gmail instead of a full batch's requests one after the other."""
+        a mailbox that needs more than one batch is fetched yet, a task's first batch is
+        one request's worth of parts (quota.request_parts): the first messages of its
+        sync reach the mirror after one round trip to Gmail instead of a full batch's
+        requests one after the other. (A mailbox that fits in one batch gets it whole:
+        a first small batch would only cost it a second store.)"""
         full = settings.MAILSYNC_BATCH_SIZE
         if self.batches or counters.read(self.user_id).fetched:
+            return full
+        if claimable_now(self.user_id, timezone.now())[: full + 1].count() <= full:
             return full
         return quota.request_parts(full)
 

@@ -120,6 +120,18 @@ def test_the_first_batch_of_an_empty_mailbox_is_one_request(connected_mailbox, e
     assert_exact_mirror(user, emulator.snapshot(user.email))
 
 
+@pytest.mark.django_db
+def test_a_mailbox_that_fits_in_one_batch_is_fetched_in_one(connected_mailbox, settings):
+    settings.MAILSYNC_FETCH_TASK_SECONDS = 0  # one batch per task
+    user, _ = connected_mailbox(count=40)
+    _, steps = list_everything(user)
+    assert quota.request_parts(settings.MAILSYNC_BATCH_SIZE) < 40 < settings.MAILSYNC_BATCH_SIZE
+
+    sync.run_step(next(step for step in steps if step.stage == "fetch_batch"))
+
+    assert counters.read(user.pk).fetched == 40
+
+
 AWKWARD = [
     ('Braces {a,b} and "quotes"', 'back\\slash, comma, "NULL", {"json": [1, 2]}'),
     ("NULL", "NULL"),
