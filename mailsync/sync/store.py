@@ -101,7 +101,8 @@ def store_messages(
             if pk in states and not states[pk][0]
         }
         served_again = sum(1 for since in newly_fetched.values() if since is not None)
-        # One prepared UPDATE run for every row, search vector included (writes.py).
+        # One UPDATE for the batch on PostgreSQL, search vector included; on SQLite one
+        # prepared UPDATE run per row (writes.py). In pk order, as the rows were locked.
         write_fetched(sorted((pks[p.gmail_id], prepared[p.gmail_id]) for p in parsed_rows))
         relabelled = set_labels({pks[p.gmail_id]: p.label_ids for p in parsed_rows}, label_pks)
         gone = [pks[g] for g in result.gone if g in pks]
