@@ -196,7 +196,7 @@ def _lock_whole_threads(
     claimer holds, so two claimers never take one thread, nor wait for each other)."""
     if not sizes:
         return {}
-    if connection.features.has_select_for_update_skip_locked:
+    if connection.vendor == "postgresql":
         # Which members are claimable is read, not filtered on: with those conditions
         # the planner took the partial index of every message still to fetch, for each
         # thread. The thread's fetched members are locked too, until this claim commits.
