@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from mailsync import quota, sync
+from mailsync import counters, quota, sync
 from mailsync.models import EmailMessage, SyncProgress
 from tests.gmail_fixtures import assert_exact_mirror, list_everything
 
@@ -256,3 +256,76 @@ def test_inline_a_listing_returns_as_soon_as_chains_can_start(connected_mailbox)
     run.refresh_from_db()
     assert run.pages_listed == 1
     assert sorted(step.stage for step in follow) == ["fetch_batch"] * 4 + ["list_page"]
+
+
+def test_the_first_batch_of_an_empty_mailbox_is_one_request(connected_mailbox, emulator, settings):
+    """The first messages reach the mirror after one round trip; then batches are full."""
+    settings.MAILSYNC_FETCH_TASK_SECONDS = 0  # one batch per task
+    user, _ = connected_mailbox(count=400)
+    run, steps = list_everything(user)
+    emulator.reset_stats()
+
+    def parts_fetched() -> int:
+        by_method = emulator.stats()["by_method"]
+        return sum(
+            by_method.get(m, 0) for m in ("gmail.users.messages.get", "gmail.users.threads.get")
+        )
+
+    one_request = quota.request_parts(settings.MAILSYNC_BATCH_SIZE)
+    assert one_request < settings.MAILSYNC_BATCH_SIZE
+    first_chain = next(step for step in steps if step.stage == "fetch_batch")
+    (fetch,) = sync.run_step(first_chain)
+    # (A batch claims rows; a thread fetched whole is one part for several of them.)
+    first = parts_fetched()
+    assert 0 < first <= one_request
+    (fetch,) = sync.run_step(fetch)  # the mailbox has fetched messages now: a full batch
+    assert parts_fetched() - first > one_request
+
+    sync.run_inline([fetch, *(step for step in steps if step is not first_chain)])
+    run.refresh_from_db()
+    assert run.status == "completed", run.error_message
+    assert_exact_mirror(user, emulator.snapshot(user.email))
+
+
+def test_a_mailbox_that_fits_in_one_batch_is_fetched_in_one(connected_mailbox, settings):
+    settings.MAILSYNC_FETCH_TASK_SECONDS = 0  # one batch per task
+    user, _ = connected_mailbox(count=40)
+    _, steps = list_everything(user)
+    assert quota.request_parts(settings.MAILSYNC_BATCH_SIZE) < 40 < settings.MAILSYNC_BATCH_SIZE
+
+    sync.run_step(next(step for step in steps if step.stage == "fetch_batch"))
+
+    assert counters.read(user.pk).fetched == 40
+
+
+AWKWARD = [
+    ('Braces {a,b} and "quotes"', 'back\\slash, comma, "NULL", {"json": [1, 2]}'),
+    ("NULL", "NULL"),
+    ("Ünïcödé ✓ 中文 😀", "line one\r\nline two\ttab ' single ' quote"),
+    ("", "a body with \\x00 spelled out and a lone \\ at the end \\"),
+]
+
+
+def test_a_batch_stores_awkward_text_as_it_came(connected_mailbox, emulator):
+    """Every column of a batch goes to the database in one statement (arrays on
+    PostgreSQL): quotes, braces, backslashes and "NULL" come back as they were."""
+    from email.message import EmailMessage as Mime
+
+    user, _ = connected_mailbox(count=5)
+    ids = {}
+    for subject, body in AWKWARD:
+        mime = Mime()
+        mime["From"] = "Odd <odd@example.com>"
+        mime["To"] = "me@example.com"
+        mime["Subject"] = subject
+        mime.set_content(body)
+        ids[emulator.insert_message(user.email, raw=mime.as_bytes())] = (subject, body)
+
+    run = sync.run_until_finished(sync.start_initial_sync(user))
+
+    assert run.status == "completed", run.error_message
+    for gmail_id, (subject, body) in ids.items():
+        message = EmailMessage.objects.get(user=user, gmail_id=gmail_id)
+        assert message.subject == subject
+        assert message.body_text.rstrip("\n") == body.replace("\r\n", "\n")
+    assert_exact_mirror(user, emulator.snapshot(user.email))
