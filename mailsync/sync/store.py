@@ -93,6 +93,8 @@ def store_messages(
             counters.share(user_id)
         pks = {**pks, **_rows_for_new_members(user_id, pks, parsed, members or {}, outcome)}
         parsed_rows = [p for p in parsed.values() if p.gmail_id in pks]
+        # Read again under the lock: a label the labels sync deleted since the call
+        # above is made again, rather than its links failing their foreign key.
         label_pks = label_pks_for(user_id, label_ids)
         states = _lock_rows(pks.values())
         newly_fetched = {

@@ -11,7 +11,8 @@ for every row (`executemany`: parsed once).
 The ORM spent more time building one UPDATE per row (19 columns, each prepared by its
 field) than the database spent running it: ~1 ms of CPU per message, against ~0.1 ms
 here. Values still go through each field's `get_db_prep_save` where the field does
-something (dates, compressed bodies, JSON); text and numbers are passed as they are.
+something (compressed bodies, JSON, and dates on SQLite); text, numbers and, on
+PostgreSQL, aware datetimes are passed as they are.
 """
 
 from __future__ import annotations
