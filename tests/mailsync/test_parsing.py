@@ -1132,3 +1132,34 @@ def test_raw_garbage_never_raises(raw: Any) -> None:
 def test_raw_message_without_headers_or_body_separator() -> None:
     parsed = parse_message(gmail_raw(b"just some text without any header\n"))
     assert isinstance(parsed.body_text, str)
+
+
+# A container's boundary makes its Content-Type unique: such values are answered
+# without the email package, and must read exactly as it reads them.
+BOUNDARY_ONLY = [
+    'multipart/alternative; boundary="000000000000a1b2c3d4e5f6"',
+    'multipart/mixed; boundary="----=_Part_0_123456.789"',
+    "multipart/mixed; boundary=0000abcd_x.y",
+    'Multipart/Related;\r\n boundary="=_b0 (x)+_,./:=?-"',
+    '  multipart/report ;BOUNDARY="a"  ',
+]
+OTHER_CONTAINERS = [
+    'multipart/alternative; boundary="a"; charset="utf-8"',
+    'multipart/mixed; boundary="a"; name="x.txt"',
+    'multipart/mixed; boundary="a\\"b"',
+    "multipart/mixed; boundary=",
+    "multipart/mixed/x; boundary=a",
+    "multipart/mixed; boundary=----=_Part_0_123456.789",
+]
+
+
+@pytest.mark.parametrize("content_type", BOUNDARY_ONLY + OTHER_CONTAINERS)
+def test_a_container_type_reads_as_the_email_package_reads_it(content_type: str) -> None:
+    from mailsync import parsing
+
+    headers = parsing._Headers([("Content-Type", content_type)])
+    expected = parsing._mime_params(headers.as_message(), "root", [])
+
+    assert parsing._header_mime_params(headers, "root", []) == expected
+    taken = parsing._MULTIPART_WITH_BOUNDARY.fullmatch(content_type) is not None
+    assert taken == (content_type in BOUNDARY_ONLY)
