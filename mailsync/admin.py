@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from django.contrib import admin, messages
+from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db import connections
 from django.db.models import Q, QuerySet
 from django.template.defaultfilters import filesizeformat, pluralize, truncatechars
@@ -17,7 +18,6 @@ from django.utils.html import format_html, format_html_join
 from .admin_scale import BoundedAdmin, chosen_user_id, user_filter
 from .html_sanitizer import sandboxed_frame
 from .models import EmailMessage, Label, SyncProgress
-from .search import subject_words_condition
 from .status import format_duration, label_display_name, run_rate_and_eta
 
 # One token that could be a Gmail message or thread id (they are hex; the emulator's
@@ -270,8 +270,7 @@ class FetchedFilter(MailboxFilter):
 def search_messages(queryset: QuerySet, term: str) -> QuerySet:
     """Messages matching `term`, through indexes only: an address is looked up as the
     sender (exact, any case); one token may also be a message or thread id; words are
-    searched in subjects (PostgreSQL full text, on the search index; a plain scan
-    elsewhere)."""
+    searched in subjects (PostgreSQL full-text, GIN; a plain scan elsewhere)."""
     term = term.strip()
     if "@" in term and " " not in term:
         return queryset.filter(sender_address=term.strip("<>").lower())
@@ -279,7 +278,8 @@ def search_messages(queryset: QuerySet, term: str) -> QuerySet:
     if _ID_LIKE.fullmatch(term):
         condition |= Q(gmail_id=term) | Q(thread_id=term)
     if connections[queryset.db].vendor == "postgresql":
-        condition |= subject_words_condition(term)
+        queryset = queryset.alias(subject_search=SearchVector("subject", config="simple"))
+        condition |= Q(subject_search=SearchQuery(term, config="simple", search_type="websearch"))
     else:
         condition |= Q(subject__icontains=term)
     return queryset.filter(condition)

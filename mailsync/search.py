@@ -25,9 +25,9 @@ import re
 from collections.abc import Iterable
 
 from django.conf import settings
-from django.contrib.postgres.search import SearchQuery, SearchVectorExact, SearchVectorField
+from django.contrib.postgres.search import SearchQuery
 from django.db import connection
-from django.db.models import Func, Q, QuerySet
+from django.db.models import Q, QuerySet
 
 from .html_sanitizer import html_to_text
 from .mailbox import PAGE_SIZE, Cursor, Page, newest_first, newest_keys, page_of_keys
@@ -96,25 +96,6 @@ def fill_search_vectors(message_pks: Iterable[int]) -> int:
         ]
         written += _write_vectors(documents)
     return written
-
-
-class _SubjectLexemes(Func):
-    """The subject's part of a search vector: its lexemes of weight A (search_document)."""
-
-    function = "ts_filter"
-    template = "%(function)s(%(expressions)s, '{a}')"
-    output_field = SearchVectorField()
-
-
-def subject_words_condition(text: str) -> Q:
-    """PostgreSQL: messages whose subject holds every word of `text`, found through the
-    search index. The vector must match (the index answers that), and so must its
-    subject's lexemes alone (checked on the rows found). The subject had a GIN index of
-    its own, over `to_tsvector(subject)`: a quarter to a third of the CPU of storing a
-    batch, for the console's search alone (issue 13). Every word, no operators: with a
-    negation the whole vector could not stand in for the subject."""
-    words = SearchQuery(text, config=CONFIG, search_type="plain")
-    return Q(search_vector=words) & Q(SearchVectorExact(_SubjectLexemes("search_vector"), words))
 
 
 def vector_expression(columns: str = "%s::text, %s::text, %s::text, %s::text") -> str:

@@ -11,7 +11,6 @@ from django.db import transaction
 from accounts.models import CreatedVia, GoogleToken
 from mailsync import counters
 from mailsync.models import EmailMessage, Label, SyncProgress
-from mailsync.search import fill_search_vectors
 
 from .google_sign_in import google_at_emulator  # noqa: F401 (a fixture)
 
@@ -59,8 +58,6 @@ def message_factory():
             counters.lock(user.pk)
             message = EmailMessage.objects.create(user=user, **fields)
             counters.add(user.pk, messages=1, fetched=int(message.internal_date is not None))
-            if message.internal_date is not None:
-                fill_search_vectors([message.pk])  # as a stored batch does (PostgreSQL)
         message.labels.set(labels)
         return message
 
