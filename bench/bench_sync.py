@@ -63,6 +63,12 @@ def parse_args() -> argparse.Namespace:
         help="postgres://USER@HOST:PORT/NAME: the database NAME (it must contain 'bench')\n"
         "is dropped, re-created and dropped again. Default: a temporary SQLite file.",
     )
+    p.add_argument(
+        "--redis-url",
+        default="",
+        help="redis://HOST:PORT/DB: production's set-up, Redis as the broker and for the quota\n"
+        "state (the DB is flushed). Default: the embedded one (ORM broker, quota in the database).",
+    )
     p.add_argument("--timeout-s", type=float, default=600.0, help="deadline of the sync")
     p.add_argument(
         "--unstable", action="store_true", help="the emulator with real Gmail's quirks (--unstable)"
@@ -187,7 +193,8 @@ def app_env(args: argparse.Namespace, info: dict, database_url: str) -> dict[str
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings",
         DATABASE_URL=database_url,
-        REDIS_URL="",  # the embedded set-up: ORM broker, quota state in the database
+        # Without --redis-url, the embedded set-up: ORM broker, quota state in the database.
+        REDIS_URL=args.redis_url,
         DEBUG="true" if args.debug else "false",
         SECRET_KEY="bench-only-secret-key",  # noqa: S106 (required when DEBUG is off)
         TOKEN_ENCRYPTION_KEYS=Fernet.generate_key().decode(),  # a throwaway key
@@ -381,6 +388,10 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
         stdout=quiet,
     )
     measured = commit()  # before the cluster loads the code
+    if args.redis_url:
+        import redis
+
+        redis.Redis.from_url(args.redis_url).flushdb()  # no task or quota state left over
     cluster_log = workdir / "qcluster.log"
     cluster = start([sys.executable, "manage.py", "qcluster"], env, cluster_log)
     stack.callback(stop, cluster)
@@ -389,7 +400,7 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
     control = ControlClient(info["base_url"])
     snapshot = control.snapshot(EMAIL)
     inbox = sum(1 for m in snapshot["messages"].values() if "INBOX" in m["labelIds"])
-    cpu = CpuMeter(cluster, emulator)
+    cpu = CpuMeter(cluster, emulator, redis_server=bool(args.redis_url))
     cpu.sample()  # the idle cluster's CPU so far is not the sync's
     call_command("sync_user", EMAIL, full=True, stdout=quiet)
     user = get_user_model().objects.get(email=EMAIL)
@@ -439,11 +450,13 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
         "batch_size": settings.MAILSYNC_BATCH_SIZE,
         "batches_in_flight": settings.MAILSYNC_BATCHES_IN_FLIGHT,
         "database": kind,
+        "broker": "redis" if args.redis_url else "orm",
         "commit": measured,
         "status": followed.status,
         "cpu_ms_per_message_cluster": round(cpu.cluster_seconds() * 1000 / done, 3),
         "cpu_ms_per_message_emulator": round(cpu.emulator_seconds() * 1000 / done, 3),
         "cpu_ms_per_message_postgres": round(cpu.database_seconds() * 1000 / done, 3),
+        "cpu_ms_per_message_redis": round(cpu.redis_seconds() * 1000 / done, 3),
         "peak_rss_mb_total": round(followed.peak_total, 1),
         "peak_rss_mb_worker": round(followed.peak_worker, 1),
         "exact_mirror": not difference,

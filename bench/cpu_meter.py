@@ -1,5 +1,6 @@
 """CPU seconds of a benchmark's processes (bench_sync.py): the qcluster tree, the emulator,
-and PostgreSQL's backends serving the bench database."""
+PostgreSQL's backends serving the bench database, and the Redis server when the app uses
+it."""
 
 from __future__ import annotations
 
@@ -14,8 +15,17 @@ class CpuMeter:
     every process seen, each counted from its last sample (a recycled worker keeps what
     it spent up to its last sample: at most one sampling interval short)."""
 
-    def __init__(self, cluster: subprocess.Popen[str], emulator: subprocess.Popen[str]):
+    def __init__(
+        self,
+        cluster: subprocess.Popen[str],
+        emulator: subprocess.Popen[str],
+        redis_server: bool = False,
+    ):
         self.cluster, self.emulator = cluster, emulator
+        # The machine's Redis server (the benches run on one machine): what the app
+        # asks of it is the sync's CPU too.
+        self.redis_pid = _redis_server_pid() if redis_server else None
+        self.redis_start = self.redis_now = self._cpu(self.redis_pid) if self.redis_pid else 0.0
         self.seen: dict[int, float] = {}
         self.start: dict[int, float] = {}
         self.emulator_start = self.emulator_now = self._cpu(emulator.pid)
@@ -45,6 +55,8 @@ class CpuMeter:
                         process.pid, self.seen[process.pid] if not self.sampled else 0.0
                     )
         self.emulator_now = self._cpu(self.emulator.pid) or self.emulator_now
+        if self.redis_pid:
+            self.redis_now = self._cpu(self.redis_pid) or self.redis_now
         self._sample_backends()
         self.sampled = True
 
@@ -73,3 +85,13 @@ class CpuMeter:
 
     def emulator_seconds(self) -> float:
         return self.emulator_now - self.emulator_start
+
+    def redis_seconds(self) -> float:
+        return self.redis_now - self.redis_start
+
+
+def _redis_server_pid() -> int | None:
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] == "redis-server":
+            return process.pid
+    return None
