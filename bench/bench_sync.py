@@ -365,6 +365,12 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
     stack.callback(stop, emulator)
     database_url, kind = stack.enter_context(fresh_database(args.database_url, workdir))
     env = app_env(args, info, database_url)
+    if args.redis_url:
+        import redis
+
+        # Before this run writes anything there (connect_gmail caches through it too):
+        # no task, quota or cache state left over from another run.
+        redis.Redis.from_url(args.redis_url).flushdb()
     os.environ.clear()  # settings are read from the environment at django.setup(): this
     os.environ.update(env)  # process must see what the cluster sees
 
@@ -388,10 +394,6 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, 
         stdout=quiet,
     )
     measured = commit()  # before the cluster loads the code
-    if args.redis_url:
-        import redis
-
-        redis.Redis.from_url(args.redis_url).flushdb()  # no task or quota state left over
     cluster_log = workdir / "qcluster.log"
     cluster = start([sys.executable, "manage.py", "qcluster"], env, cluster_log)
     stack.callback(stop, cluster)
