@@ -67,7 +67,7 @@ def test_batch_parts_run_concurrently(gmail, emu, run_batch):
     )
     elapsed = time.perf_counter() - started
     assert all(exc is None for _, exc in results.values())
-    assert elapsed < 1.0  # 40 x 100 ms in sequence would be 4 s
+    assert elapsed < 2.0  # 40 x 100 ms in sequence would be 4 s (room for a slow machine)
 
 
 def test_batch_content_ids_are_echoed(emu, base_url):
