@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import threading
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from mailsync.models import SyncProgress
-from tests.cluster import ROOT, cluster_env, sync_user_process
+from tests.cluster import ROOT, cluster_env, sync_user_process, wait_for
 from tests.gmail_fixtures import assert_exact_mirror
 
 
@@ -119,38 +118,27 @@ def test_health_check_from_the_command_line(connected_mailbox, emulator, capsys)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_wait_without_a_worker_says_so(connected_mailbox, emulator):
+def test_wait_without_a_worker_says_so(connected_mailbox, emulator, tmp_path):
     user, _ = connected_mailbox(count=5)
     env = cluster_env(emulator)
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "sync_user", user.email, "--wait", "--patience", "1"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-    warned = threading.Event()
-
-    def read_stderr() -> None:
-        for line in process.stderr:
-            lines.append(line)
-            if "is qcluster running?" in line:
-                warned.set()
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
+    errors = tmp_path / "stderr.log"
+    with errors.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "sync_user", user.email, "--wait", "--patience", "1"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
         # --patience 1: it says so after a second of waiting, and goes on waiting. The
         # bound is for a hang only: starting Django took more than 6 s on a slow machine.
-        warned.wait(timeout=60)
+        wait_for(lambda: "is qcluster running?" in errors.read_text(), 60, "the warning")
         still_waiting = process.poll() is None
     finally:
         process.kill()
         process.wait()
-        reader.join(timeout=5)
-    stderr = "".join(lines)
+    stderr = errors.read_text()
     assert "No worker has picked this up in" in stderr
     assert "is qcluster running?" in stderr
     assert still_waiting, "the command must go on waiting for a worker after saying so"
