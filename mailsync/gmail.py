@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ import httplib2
 from django.conf import settings
 from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
+from googleapiclient.http import HttpRequest
 
 from . import metrics, quota
 from .credentials import (
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT_S = 30
 MAX_ATTEMPTS = 5
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-]+")
+_TEMPLATE_ID = "mailsyncTemplateId"  # stands for the id in GmailClient._get's templates
 
 
 # --- Typed results -----------------------------------------------------------------------
@@ -119,6 +123,7 @@ class GmailClient:
             client_options={"api_endpoint": settings.GOOGLE_API_ROOT},
         )
         self.batch_uri = settings.GOOGLE_API_ROOT + "batch/gmail/v1"
+        self._templates: dict[tuple[str, str], HttpRequest] = {}  # see _get
 
     # -- plumbing --
     def _reserve(self, units: int) -> None:
@@ -250,23 +255,13 @@ class GmailClient:
         request of up to 100 parts. threads.get has no raw form: a raw policy gets
         threads parsed (format=full). See `get_messages` for `probe_id`."""
         fmt = fmt or settings.MAILSYNC_MESSAGE_FORMAT
-        users = self.service.users()
-        messages, threads = users.messages(), users.threads()  # built once: ~0.5 ms each
         parts = [
-            Part(
-                f"m:{mid}",
-                "users.messages.get",
-                partial(messages.get, userId="me", id=mid, format=fmt),
-            )
+            Part(f"m:{mid}", "users.messages.get", partial(self._get, "messages", mid, fmt))
             for mid in dict.fromkeys(message_ids)
         ]
         thread_format = "full" if fmt == "raw" else fmt
         parts += [
-            Part(
-                f"t:{tid}",
-                "users.threads.get",
-                partial(threads.get, userId="me", id=tid, format=thread_format),
-            )
+            Part(f"t:{tid}", "users.threads.get", partial(self._get, "threads", tid, thread_format))
             for tid in dict.fromkeys(thread_ids)
         ]
         probing = probe_id is not None and f"m:{probe_id}" not in {p.key for p in parts}
@@ -275,7 +270,7 @@ class GmailClient:
                 Part(
                     "probe",
                     "users.messages.get",
-                    partial(messages.get, userId="me", id=probe_id, format="minimal"),
+                    partial(self._get, "messages", probe_id, "minimal"),
                 )
             )
         result = self._batch(parts)
@@ -283,6 +278,30 @@ class GmailClient:
         if probing:
             fetched.messages.probe_ok = "probe" in result.found
         return fetched
+
+    def _get(self, collection: str, gmail_id: str, fmt: str) -> HttpRequest:
+        """The users.<collection>.get request for one id: a copy of a template that
+        discovery built once per client and format, with the id in its URI.
+        Building each request through discovery cost ~17 µs against ~1 µs, about
+        2 % of a CPU-bound sync's CPU (issue 13). Ids that are not plain
+        [A-Za-z0-9_-] (Gmail's are hex) go through discovery, which quotes them."""
+        if not _PLAIN_ID.fullmatch(gmail_id):
+            resource = getattr(self.service.users(), collection)()
+            return resource.get(userId="me", id=gmail_id, format=fmt)
+        template = self._templates.get((collection, fmt))
+        if template is None:
+            resource = getattr(self.service.users(), collection)()
+            template = resource.get(userId="me", id=_TEMPLATE_ID, format=fmt)
+            self._templates[(collection, fmt)] = template
+        return HttpRequest(
+            template.http,
+            template.postproc,
+            template.uri.replace(_TEMPLATE_ID, gmail_id, 1),
+            method=template.method,
+            body=template.body,
+            headers=dict(template.headers),
+            methodId=template.methodId,
+        )
 
     def get_attachment(self, message_id: str, attachment_id: str) -> bytes:
         """users.messages.attachments.get (5 units): the decoded bytes of one attachment.
